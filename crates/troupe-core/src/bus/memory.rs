@@ -1,0 +1,399 @@
+//! [`MemoryBus`]: the in-process bus, the embedded default.
+//!
+//! Each consumer group is a queue of ready messages plus a table of pending
+//! ones (delivered, not yet acked) ordered by their visibility deadline. There
+//! is no reaper task: a consumer waiting for a message also sleeps until the
+//! earliest deadline, and moves what expired back to the front of the queue
+//! (or to the dead letters after `max_deliveries`). All locks are plain mutexes
+//! held for a few instructions and never across an await.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{Acknowledger, Bus, BusError, DeadLetter, Delivery, Subscription};
+use crate::envelope::Envelope;
+use crate::ids::AgentId;
+
+/// Settings of a [`MemoryBus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryBusConfig {
+    /// How long a delivery stays invisible to other consumers before it is redelivered.
+    pub visibility_timeout: Duration,
+    /// Deliveries after which an unacked message goes to the dead letters.
+    pub max_deliveries: u32,
+    /// The most messages waiting in one group (or before any group exists).
+    pub max_queue_len: usize,
+    /// The most dead letters kept per topic; the oldest go first.
+    pub max_dead_letters: usize,
+}
+
+impl Default for MemoryBusConfig {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: Duration::from_secs(60),
+            max_deliveries: 5,
+            max_queue_len: 1_000_000,
+            max_dead_letters: 10_000,
+        }
+    }
+}
+
+/// The in-process bus. Cloning it gives another handle to the same bus.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBus {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    config: MemoryBusConfig,
+    topics: Mutex<HashMap<String, TopicState>>,
+    next_tag: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct TopicState {
+    groups: HashMap<String, Arc<Group>>,
+    /// Messages published before any group existed; the first group takes them.
+    backlog: VecDeque<Arc<Envelope>>,
+    dead: Arc<Mutex<VecDeque<DeadLetter>>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    topic: Arc<str>,
+    name: String,
+    state: Mutex<GroupState>,
+    notify: Notify,
+    dead: Arc<Mutex<VecDeque<DeadLetter>>>,
+    config: MemoryBusConfig,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    ready: VecDeque<Queued>,
+    pending: HashMap<u64, Pending>,
+    deadlines: BTreeSet<(Instant, u64)>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    envelope: Arc<Envelope>,
+    deliveries: u32,
+}
+
+#[derive(Debug)]
+struct Pending {
+    envelope: Arc<Envelope>,
+    deliveries: u32,
+    deadline: Instant,
+}
+
+/// Locks a mutex, recovering the data if a thread panicked while holding it:
+/// every critical section here leaves the state consistent at each step.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemoryBus {
+    /// A bus with these settings.
+    pub fn new(config: MemoryBusConfig) -> Self {
+        Self { shared: Arc::new(Shared { config, ..Shared::default() }) }
+    }
+
+    /// The bus's settings.
+    pub fn config(&self) -> &MemoryBusConfig {
+        &self.shared.config
+    }
+
+    /// Messages waiting (not yet delivered) in `group` of `topic`.
+    pub fn queue_len(&self, topic: &str, group: &str) -> usize {
+        let topics = lock(&self.shared.topics);
+        topics
+            .get(topic)
+            .and_then(|t| t.groups.get(group))
+            .map_or(0, |g| lock(&g.state).ready.len())
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    fn name(&self) -> &str {
+        "memory"
+    }
+
+    async fn publish(&self, topic: &str, envelope: Envelope) -> Result<(), BusError> {
+        let envelope = Arc::new(envelope);
+        let max = self.shared.config.max_queue_len;
+        let mut topics = lock(&self.shared.topics);
+        let state = topics.entry(topic.to_owned()).or_default();
+        if state.groups.is_empty() {
+            if state.backlog.len() >= max {
+                return Err(BusError::Full { topic: topic.to_owned(), len: state.backlog.len() });
+            }
+            state.backlog.push_back(envelope);
+            return Ok(());
+        }
+        for group in state.groups.values() {
+            let len = lock(&group.state).ready.len();
+            if len >= max {
+                return Err(BusError::Full { topic: topic.to_owned(), len });
+            }
+        }
+        for group in state.groups.values() {
+            lock(&group.state).ready.push_back(Queued { envelope: envelope.clone(), deliveries: 0 });
+            group.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        _consumer: &AgentId,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        if topic.is_empty() || group.is_empty() {
+            return Err(BusError::Invalid("topic and group names must not be empty".into()));
+        }
+        let mut topics = lock(&self.shared.topics);
+        let state = topics.entry(topic.to_owned()).or_default();
+        let group = match state.groups.get(group) {
+            Some(g) => g.clone(),
+            None => {
+                let g = Arc::new(Group {
+                    topic: Arc::from(topic),
+                    name: group.to_owned(),
+                    state: Mutex::new(GroupState::default()),
+                    notify: Notify::new(),
+                    dead: state.dead.clone(),
+                    config: self.shared.config.clone(),
+                });
+                let backlog = std::mem::take(&mut state.backlog);
+                lock(&g.state)
+                    .ready
+                    .extend(backlog.into_iter().map(|envelope| Queued { envelope, deliveries: 0 }));
+                state.groups.insert(group.to_owned(), g.clone());
+                g
+            }
+        };
+        Ok(Box::new(MemorySubscription { group, shared: self.shared.clone() }))
+    }
+
+    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
+        let topics = lock(&self.shared.topics);
+        Ok(topics.get(topic).map(|t| lock(&t.dead).iter().cloned().collect()).unwrap_or_default())
+    }
+}
+
+struct MemorySubscription {
+    group: Arc<Group>,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Delivery, BusError> {
+        loop {
+            let notified = self.group.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            let wake_at = {
+                let mut state = lock(&self.group.state);
+                self.group.reap(&mut state, now);
+                if let Some(queued) = state.ready.pop_front() {
+                    let tag = self.shared.next_tag.fetch_add(1, Ordering::Relaxed);
+                    let deliveries = queued.deliveries + 1;
+                    let deadline = now + self.group.config.visibility_timeout;
+                    let envelope = (*queued.envelope).clone();
+                    state.deadlines.insert((deadline, tag));
+                    state.pending.insert(tag, Pending { envelope: queued.envelope, deliveries, deadline });
+                    // Another consumer may be waiting and there may be more to take.
+                    if !state.ready.is_empty() {
+                        self.group.notify.notify_one();
+                    }
+                    let acker = MemoryAck { group: self.group.clone(), tag };
+                    return Ok(Delivery::new(envelope, deliveries, self.group.topic.clone(), Box::new(acker)));
+                }
+                state.deadlines.first().map(|(at, _)| *at)
+            };
+            match wake_at {
+                Some(at) => {
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+}
+
+impl Group {
+    /// Moves every pending message whose deadline passed back to the queue, or
+    /// to the dead letters once it has been delivered `max_deliveries` times.
+    fn reap(&self, state: &mut GroupState, now: Instant) {
+        while let Some(&(deadline, tag)) = state.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            state.deadlines.pop_first();
+            if let Some(p) = state.pending.remove(&tag) {
+                self.requeue(state, p, "not acknowledged within the visibility timeout");
+            }
+        }
+    }
+
+    fn requeue(&self, state: &mut GroupState, p: Pending, why: &str) {
+        if p.deliveries >= self.config.max_deliveries {
+            let reason = format!("{why} after {} deliveries", p.deliveries);
+            self.bury(&p, &reason);
+        } else {
+            state.ready.push_front(Queued { envelope: p.envelope, deliveries: p.deliveries });
+        }
+    }
+
+    fn bury(&self, p: &Pending, reason: &str) {
+        tracing::warn!(topic = %self.topic, group = %self.name, message_id = %p.envelope.id,
+            deliveries = p.deliveries, reason, "message moved to dead letters");
+        let mut dead = lock(&self.dead);
+        if dead.len() >= self.config.max_dead_letters {
+            dead.pop_front();
+        }
+        dead.push_back(DeadLetter {
+            topic: self.topic.to_string(),
+            group: self.name.clone(),
+            envelope: (*p.envelope).clone(),
+            deliveries: p.deliveries,
+            reason: reason.to_owned(),
+            at: Utc::now(),
+        });
+    }
+
+    fn take_pending(&self, state: &mut GroupState, tag: u64) -> Option<Pending> {
+        let p = state.pending.remove(&tag)?;
+        state.deadlines.remove(&(p.deadline, tag));
+        Some(p)
+    }
+}
+
+struct MemoryAck {
+    group: Arc<Group>,
+    tag: u64,
+}
+
+#[async_trait]
+impl Acknowledger for MemoryAck {
+    async fn ack(&self) -> Result<(), BusError> {
+        let mut state = lock(&self.group.state);
+        self.group.take_pending(&mut state, self.tag);
+        Ok(())
+    }
+
+    async fn nack(&self) -> Result<(), BusError> {
+        let mut state = lock(&self.group.state);
+        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+            self.group.requeue(&mut state, p, "given back by its consumer");
+            self.group.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
+        let mut state = lock(&self.group.state);
+        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+            self.group.bury(&p, reason);
+        }
+        Ok(())
+    }
+
+    async fn extend(&self) -> Result<(), BusError> {
+        let mut state = lock(&self.group.state);
+        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+            let deadline = Instant::now() + self.group.config.visibility_timeout;
+            state.deadlines.insert((deadline, self.tag));
+            state.pending.insert(self.tag, Pending { deadline, ..p });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{MessageKind, Progress};
+
+    fn msg(n: u32) -> Envelope {
+        let from = AgentId::new("t-1").unwrap();
+        let mut e = Envelope::new(MessageKind::Progress, from, "x", &Progress::Started).unwrap();
+        e.attempt = Some(n);
+        e
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unacked_message_comes_back_after_the_visibility_timeout() {
+        let bus = MemoryBus::new(MemoryBusConfig {
+            visibility_timeout: Duration::from_secs(10),
+            max_deliveries: 2,
+            ..MemoryBusConfig::default()
+        });
+        let me = AgentId::new("c-1").unwrap();
+        let mut sub = bus.subscribe("t", "g", &me).await.unwrap();
+        bus.publish("t", msg(1)).await.unwrap();
+        let first = sub.next().await.unwrap();
+        let started = Instant::now();
+        let second = sub.next().await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(second.envelope.id, first.envelope.id);
+        assert_eq!(second.delivery_count, 2);
+        // A late ack of the first delivery does not remove the second.
+        first.ack().await.unwrap();
+        assert_eq!(bus.dead_letters("t").await.unwrap().len(), 0);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        bus.publish("t", msg(2)).await.unwrap();
+        let third = sub.next().await.unwrap();
+        assert_eq!(third.envelope.attempt, Some(2));
+        let dead = bus.dead_letters("t").await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].deliveries, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extend_keeps_a_message_invisible() {
+        let bus = MemoryBus::new(MemoryBusConfig {
+            visibility_timeout: Duration::from_secs(10),
+            ..MemoryBusConfig::default()
+        });
+        let me = AgentId::new("c-1").unwrap();
+        let mut sub = bus.subscribe("t", "g", &me).await.unwrap();
+        bus.publish("t", msg(1)).await.unwrap();
+        let d = sub.next().await.unwrap();
+        tokio::time::advance(Duration::from_secs(8)).await;
+        d.extend().await.unwrap();
+        tokio::time::advance(Duration::from_secs(8)).await;
+        let waited = tokio::time::timeout(Duration::from_secs(1), sub.next()).await;
+        assert!(waited.is_err(), "redelivered while extended");
+        d.ack().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_more() {
+        let bus = MemoryBus::new(MemoryBusConfig { max_queue_len: 2, ..MemoryBusConfig::default() });
+        bus.publish("t", msg(1)).await.unwrap();
+        bus.publish("t", msg(2)).await.unwrap();
+        let err = bus.publish("t", msg(3)).await.unwrap_err();
+        assert!(err.is_retryable());
+        let me = AgentId::new("c-1").unwrap();
+        let _sub = bus.subscribe("t", "g", &me).await.unwrap();
+        assert_eq!(bus.queue_len("t", "g"), 2);
+    }
+}

@@ -1,0 +1,234 @@
+//! Progress ledger entries.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AgentId, SubtaskId, TaskId};
+use crate::task::UnknownStatus;
+
+/// The longest `detail` kept in a progress entry; longer text is clipped.
+pub const MAX_DETAIL_CHARS: usize = 2_000;
+
+/// What happened at one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The task was accepted.
+    TaskSubmitted,
+    /// The orchestrator asked the LLM for a plan.
+    PlanningStarted,
+    /// The LLM's plan was rejected; the detail lists why.
+    PlanRejected,
+    /// A plan was accepted.
+    PlanAccepted,
+    /// A subtask was published to its role.
+    SubtaskDispatched,
+    /// A worker started a subtask.
+    SubtaskStarted,
+    /// A worker reported progress.
+    SubtaskProgress,
+    /// A subtask's result was stored.
+    SubtaskCompleted,
+    /// An attempt failed or timed out; another attempt follows.
+    AttemptFailed,
+    /// A subtask failed for good.
+    SubtaskFailed,
+    /// An LLM call of the orchestrator failed (and may be retried).
+    LlmError,
+    /// The run made no progress for too long.
+    Stalled,
+    /// The orchestrator is re-planning with what it learned.
+    Replanning,
+    /// The orchestrator is writing the final answer.
+    SynthesisStarted,
+    /// The final answer is stored.
+    TaskCompleted,
+    /// The task failed.
+    TaskFailed,
+    /// The task was cancelled.
+    TaskCancelled,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 17] = [
+        EventKind::TaskSubmitted,
+        EventKind::PlanningStarted,
+        EventKind::PlanRejected,
+        EventKind::PlanAccepted,
+        EventKind::SubtaskDispatched,
+        EventKind::SubtaskStarted,
+        EventKind::SubtaskProgress,
+        EventKind::SubtaskCompleted,
+        EventKind::AttemptFailed,
+        EventKind::SubtaskFailed,
+        EventKind::LlmError,
+        EventKind::Stalled,
+        EventKind::Replanning,
+        EventKind::SynthesisStarted,
+        EventKind::TaskCompleted,
+        EventKind::TaskFailed,
+        EventKind::TaskCancelled,
+    ];
+
+    /// The kind's name, as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TaskSubmitted => "task_submitted",
+            EventKind::PlanningStarted => "planning_started",
+            EventKind::PlanRejected => "plan_rejected",
+            EventKind::PlanAccepted => "plan_accepted",
+            EventKind::SubtaskDispatched => "subtask_dispatched",
+            EventKind::SubtaskStarted => "subtask_started",
+            EventKind::SubtaskProgress => "subtask_progress",
+            EventKind::SubtaskCompleted => "subtask_completed",
+            EventKind::AttemptFailed => "attempt_failed",
+            EventKind::SubtaskFailed => "subtask_failed",
+            EventKind::LlmError => "llm_error",
+            EventKind::Stalled => "stalled",
+            EventKind::Replanning => "replanning",
+            EventKind::SynthesisStarted => "synthesis_started",
+            EventKind::TaskCompleted => "task_completed",
+            EventKind::TaskFailed => "task_failed",
+            EventKind::TaskCancelled => "task_cancelled",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownStatus::new(s))
+    }
+}
+
+/// One step in the progress ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressEntry {
+    /// The task.
+    pub task_id: TaskId,
+    /// The step number within the task, from 1, gap-free and increasing.
+    pub step: u64,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Who did it.
+    pub agent: AgentId,
+    /// For which subtask, if any.
+    pub subtask_id: Option<SubtaskId>,
+    /// For which attempt, if any.
+    pub attempt: Option<u32>,
+    /// What happened.
+    pub event: EventKind,
+    /// What came of it, in words (clipped to [`MAX_DETAIL_CHARS`]).
+    pub detail: String,
+}
+
+/// A progress entry before the store gives it a step number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewProgressEntry {
+    /// The task.
+    pub task_id: TaskId,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// Who did it.
+    pub agent: AgentId,
+    /// For which subtask, if any.
+    pub subtask_id: Option<SubtaskId>,
+    /// For which attempt, if any.
+    pub attempt: Option<u32>,
+    /// What happened.
+    pub event: EventKind,
+    /// What came of it.
+    pub detail: String,
+}
+
+impl NewProgressEntry {
+    /// An entry about the task as a whole, stamped now.
+    pub fn task(task_id: TaskId, agent: &AgentId, event: EventKind, detail: impl Into<String>) -> Self {
+        Self {
+            task_id,
+            at: Utc::now(),
+            agent: agent.clone(),
+            subtask_id: None,
+            attempt: None,
+            event,
+            detail: clip(detail.into()),
+        }
+    }
+
+    /// An entry about one attempt at a subtask, stamped now.
+    pub fn subtask(
+        task_id: TaskId,
+        agent: &AgentId,
+        subtask_id: &SubtaskId,
+        attempt: u32,
+        event: EventKind,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            subtask_id: Some(subtask_id.clone()),
+            attempt: Some(attempt),
+            ..Self::task(task_id, agent, event, detail)
+        }
+    }
+
+    /// The stored entry with its step number.
+    pub fn with_step(self, step: u64) -> ProgressEntry {
+        ProgressEntry {
+            task_id: self.task_id,
+            step,
+            at: self.at,
+            agent: self.agent,
+            subtask_id: self.subtask_id,
+            attempt: self.attempt,
+            event: self.event,
+            detail: self.detail,
+        }
+    }
+}
+
+/// Clips `text` to [`MAX_DETAIL_CHARS`] characters, marking the cut.
+pub fn clip(text: String) -> String {
+    if text.chars().count() <= MAX_DETAIL_CHARS {
+        return text;
+    }
+    let mut out: String = text.chars().take(MAX_DETAIL_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in EventKind::ALL {
+            assert_eq!(k.as_str().parse::<EventKind>().unwrap(), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!("nope".parse::<EventKind>().is_err());
+    }
+
+    #[test]
+    fn details_are_clipped() {
+        let long = "x".repeat(MAX_DETAIL_CHARS + 10);
+        let clipped = clip(long);
+        assert_eq!(clipped.chars().count(), MAX_DETAIL_CHARS);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip("short".into()), "short");
+    }
+}
