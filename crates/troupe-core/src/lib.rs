@@ -25,6 +25,7 @@ pub mod plan;
 pub mod role;
 pub mod store;
 pub mod task;
+pub mod time;
 
 pub use ids::{AgentId, IdError, MessageId, SubtaskId, TaskId};
 pub use role::{BuiltinRole, Role, RoleInfo};

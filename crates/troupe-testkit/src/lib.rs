@@ -1,1 +1,12 @@
-//! placeholder
+//! # troupe-testkit
+//!
+//! What Troupe's tests (and yours) need to exercise it without a real model
+//! or service:
+//!
+//! - [`mock::MockLlm`]: a scripted, deterministic LLM with error injection,
+//!   also behind `troupe --llm mock` and `--llm mock:FILE`.
+//! - [`conformance`]: the suites every [`Bus`](troupe_core::bus::Bus) and store
+//!   implementation must pass.
+
+pub mod conformance;
+pub mod mock;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, SubtaskId, TaskId};
@@ -160,7 +161,7 @@ impl NewProgressEntry {
     pub fn task(task_id: TaskId, agent: &AgentId, event: EventKind, detail: impl Into<String>) -> Self {
         Self {
             task_id,
-            at: Utc::now(),
+            at: crate::time::now(),
             agent: agent.clone(),
             subtask_id: None,
             attempt: None,

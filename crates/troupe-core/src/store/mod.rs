@@ -72,7 +72,7 @@ pub struct TaskUpdate {
 impl TaskUpdate {
     /// An update of the status only.
     pub fn status(status: TaskStatus) -> Self {
-        Self { status: Some(status), result: None, error: None, usage: None, at: Utc::now() }
+        Self { status: Some(status), result: None, error: None, usage: None, at: crate::time::now() }
     }
 
     /// Applies the update to a record, unless the task has ended.

@@ -1,0 +1,23 @@
+//! Schema migrations, one ordered list per dialect.
+//!
+//! Each dialect keeps its own SQL files under `migrations/<dialect>/`; they are
+//! compiled into the binary. A store applies the ones its database lacks at
+//! start, and refuses a database whose schema is newer than it knows.
+
+/// One migration: a version (from 1, gap-free), a name, and its SQL.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The schema version it brings the database to.
+    pub version: i64,
+    /// A short name.
+    pub name: &'static str,
+    /// The statements.
+    pub sql: &'static str,
+}
+
+/// The SQLite migrations.
+pub const SQLITE: &[Migration] =
+    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+
+/// The table that records applied migrations (same name in every dialect).
+pub const TABLE: &str = "troupe_migrations";

@@ -1,0 +1,70 @@
+//! The progress ledger on SQLite.
+
+use async_trait::async_trait;
+use rusqlite::params;
+use troupe_core::TaskId;
+use troupe_core::ledger::{NewProgressEntry, ProgressEntry};
+use troupe_core::store::{ProgressStore, StoreError};
+
+use super::rows::{ENTRY_COLUMNS, entry_row};
+use super::{SqliteStore, is_foreign_key_violation, sql_error};
+use crate::codec::{i64_of, millis, u64_col};
+
+#[async_trait]
+impl ProgressStore for SqliteStore {
+    async fn append(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
+        self.writer
+            .write(move |conn| {
+                // The writer thread runs one job at a time, so MAX(step) + 1 cannot race.
+                let step = conn
+                    .prepare_cached(
+                        "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail) \
+                         SELECT ?1, COALESCE(MAX(step), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7 \
+                         FROM progress_entries WHERE task_id = ?1 RETURNING step",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(
+                            params![
+                                entry.task_id.to_string(),
+                                millis(entry.at),
+                                entry.agent.as_str(),
+                                entry.subtask_id.as_ref().map(|s| s.as_str()),
+                                entry.attempt,
+                                entry.event.as_str(),
+                                entry.detail,
+                            ],
+                            |r| r.get::<_, i64>(0),
+                        )
+                    });
+                match step {
+                    Ok(step) => Ok(entry.with_step(u64_col("progress_entries.step", step)?)),
+                    Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(entry.task_id)),
+                    Err(e) => Err(sql_error(&e)),
+                }
+            })
+            .await
+    }
+
+    async fn entries(
+        &self,
+        task: TaskId,
+        after_step: u64,
+        limit: usize,
+    ) -> Result<Vec<ProgressEntry>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM progress_entries WHERE task_id = ?1 AND step > ?2 ORDER BY step LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_error(&e))?;
+            let mut rows =
+                stmt.query(params![task.to_string(), i64_of(after_step), limit]).map_err(|e| sql_error(&e))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| sql_error(&e))? {
+                out.push(entry_row(row)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

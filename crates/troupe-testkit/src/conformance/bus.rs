@@ -1,0 +1,295 @@
+//! The [`Bus`] conformance suite.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use troupe_core::bus::{Bus, MemoryBus, MemoryBusConfig};
+//! use troupe_testkit::conformance::bus::BusSuite;
+//!
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+//! let suite = BusSuite { visibility_timeout: Duration::from_millis(300), max_deliveries: 3 };
+//! suite
+//!     .run(|| async {
+//!         let config = MemoryBusConfig {
+//!             visibility_timeout: Duration::from_millis(300),
+//!             max_deliveries: 3,
+//!             ..MemoryBusConfig::default()
+//!         };
+//!         Arc::new(MemoryBus::new(config)) as Arc<dyn Bus>
+//!     })
+//!     .await;
+//! # });
+//! ```
+
+// A test suite: its assertions are meant to panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::timeout;
+use troupe_core::bus::{Bus, Delivery, Subscription};
+use troupe_core::envelope::{Envelope, MessageKind};
+use troupe_core::{AgentId, MessageId, SubtaskId, TaskId};
+
+/// The settings the bus under test was made with.
+#[derive(Debug, Clone, Copy)]
+pub struct BusSuite {
+    /// Its visibility timeout (at least 100 ms, so that timings are clear).
+    pub visibility_timeout: Duration,
+    /// Deliveries after which it dead-letters a message.
+    pub max_deliveries: u32,
+}
+
+fn topic(check: &str) -> String {
+    format!("conformance.{check}.{}", MessageId::new())
+}
+
+fn consumer(n: u32) -> AgentId {
+    AgentId::new(format!("consumer-{n}")).unwrap()
+}
+
+/// A message with every envelope field set.
+pub fn sample_envelope(n: u32) -> Envelope {
+    let mut e = Envelope::new(
+        MessageKind::TaskResult,
+        AgentId::new("sender-1").unwrap(),
+        "role:writer",
+        &json!({"output": format!("résultat n°{n} ✓"), "usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
+    )
+    .unwrap()
+    .about(TaskId::new(), &SubtaskId::new("s1").unwrap(), n);
+    e.trace_context = BTreeMap::from([(
+        "traceparent".to_owned(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
+    )]);
+    e
+}
+
+impl BusSuite {
+    /// Runs every check, each on a bus from `make`.
+    pub async fn run<F, Fut>(&self, make: F)
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Arc<dyn Bus>>,
+    {
+        self.delivers_what_was_published(make().await).await;
+        self.keeps_order_for_one_consumer(make().await).await;
+        self.gives_every_group_every_message(make().await).await;
+        self.shares_a_group_among_consumers(make().await).await;
+        self.keeps_messages_published_before_any_group(make().await).await;
+        self.redelivers_unacked_messages(make().await).await;
+        self.redelivers_nacked_messages_soon(make().await).await;
+        self.extends_visibility(make().await).await;
+        self.dead_letters_after_max_deliveries(make().await).await;
+        self.dead_letters_on_request(make().await).await;
+    }
+
+    async fn next(&self, sub: &mut Box<dyn Subscription>, check: &str) -> Delivery {
+        let wait = self.visibility_timeout * 4 + Duration::from_secs(2);
+        match timeout(wait, sub.next()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => panic!("{check}: receive failed: {e}"),
+            Err(_) => panic!("{check}: nothing delivered within {wait:?}"),
+        }
+    }
+
+    async fn nothing_within(&self, sub: &mut Box<dyn Subscription>, wait: Duration, check: &str) {
+        if let Ok(got) = timeout(wait, sub.next()).await {
+            panic!("{check}: expected no delivery within {wait:?}, got {got:?}");
+        }
+    }
+
+    /// A message arrives whole, once, and stays gone once acked.
+    pub async fn delivers_what_was_published(&self, bus: Arc<dyn Bus>) {
+        let check = "delivers_what_was_published";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        let sent = sample_envelope(1);
+        bus.publish(&t, sent.clone()).await.unwrap();
+        let got = self.next(&mut sub, check).await;
+        assert_eq!(got.envelope, sent, "{check}: the envelope changed in transit");
+        assert_eq!(got.delivery_count, 1, "{check}");
+        assert_eq!(&*got.topic, t.as_str(), "{check}");
+        got.ack().await.unwrap();
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+    }
+
+    /// One consumer sees messages in publication order.
+    pub async fn keeps_order_for_one_consumer(&self, bus: Arc<dyn Bus>) {
+        let check = "keeps_order_for_one_consumer";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        for n in 0..10 {
+            bus.publish(&t, sample_envelope(n)).await.unwrap();
+        }
+        for n in 0..10 {
+            let d = self.next(&mut sub, check).await;
+            assert_eq!(d.envelope.attempt, Some(n), "{check}: out of order");
+            d.ack().await.unwrap();
+        }
+    }
+
+    /// Each consumer group gets its own copy of every message.
+    pub async fn gives_every_group_every_message(&self, bus: Arc<dyn Bus>) {
+        let check = "gives_every_group_every_message";
+        let t = topic(check);
+        let mut a = bus.subscribe(&t, "group-a", &consumer(1)).await.unwrap();
+        let mut b = bus.subscribe(&t, "group-b", &consumer(2)).await.unwrap();
+        for n in 0..5 {
+            bus.publish(&t, sample_envelope(n)).await.unwrap();
+        }
+        for sub in [&mut a, &mut b] {
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let d = self.next(sub, check).await;
+                seen.push(d.envelope.attempt);
+                d.ack().await.unwrap();
+            }
+            assert_eq!(seen, (0..5).map(Some).collect::<Vec<_>>(), "{check}");
+        }
+    }
+
+    /// Consumers of one group split the messages: none is lost, none doubled.
+    pub async fn shares_a_group_among_consumers(&self, bus: Arc<dyn Bus>) {
+        let check = "shares_a_group_among_consumers";
+        let t = topic(check);
+        let subs = vec![
+            bus.subscribe(&t, "g", &consumer(1)).await.unwrap(),
+            bus.subscribe(&t, "g", &consumer(2)).await.unwrap(),
+        ];
+        let total = 40;
+        for n in 0..total {
+            bus.publish(&t, sample_envelope(n)).await.unwrap();
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for mut sub in subs {
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Ok(Ok(d)) = timeout(Duration::from_millis(500), sub.next()).await {
+                    d.ack().await.unwrap();
+                    tx.send(d.envelope.id).unwrap();
+                }
+            }));
+        }
+        drop(tx);
+        let mut ids = Vec::new();
+        while let Some(id) = rx.recv().await {
+            ids.push(id);
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let unique: HashSet<_> = ids.iter().collect();
+        assert_eq!(ids.len(), total as usize, "{check}: got {} deliveries", ids.len());
+        assert_eq!(unique.len(), total as usize, "{check}: a message was delivered twice");
+    }
+
+    /// Messages published before any group exists go to the first group.
+    pub async fn keeps_messages_published_before_any_group(&self, bus: Arc<dyn Bus>) {
+        let check = "keeps_messages_published_before_any_group";
+        let t = topic(check);
+        for n in 0..3 {
+            bus.publish(&t, sample_envelope(n)).await.unwrap();
+        }
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        for n in 0..3 {
+            let d = self.next(&mut sub, check).await;
+            assert_eq!(d.envelope.attempt, Some(n), "{check}");
+            d.ack().await.unwrap();
+        }
+    }
+
+    /// A delivery not acked within the visibility timeout goes to another consumer.
+    pub async fn redelivers_unacked_messages(&self, bus: Arc<dyn Bus>) {
+        let check = "redelivers_unacked_messages";
+        let t = topic(check);
+        let mut first = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        let mut second = bus.subscribe(&t, "g", &consumer(2)).await.unwrap();
+        bus.publish(&t, sample_envelope(1)).await.unwrap();
+        let lost = self.next(&mut first, check).await;
+        let started = tokio::time::Instant::now();
+        let again = self.next(&mut second, check).await;
+        assert!(
+            started.elapsed() >= self.visibility_timeout / 2,
+            "{check}: redelivered after {:?}, before the visibility timeout",
+            started.elapsed()
+        );
+        assert_eq!(again.envelope.id, lost.envelope.id, "{check}");
+        assert_eq!(again.delivery_count, 2, "{check}");
+        again.ack().await.unwrap();
+        self.nothing_within(&mut second, self.visibility_timeout * 2, check).await;
+    }
+
+    /// A nacked message comes back well before the visibility timeout.
+    pub async fn redelivers_nacked_messages_soon(&self, bus: Arc<dyn Bus>) {
+        let check = "redelivers_nacked_messages_soon";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        bus.publish(&t, sample_envelope(1)).await.unwrap();
+        let d = self.next(&mut sub, check).await;
+        d.nack().await.unwrap();
+        let again = timeout(self.visibility_timeout / 2, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("{check}: a nacked message was not redelivered promptly"))
+            .unwrap();
+        assert_eq!(again.envelope.id, d.envelope.id, "{check}");
+        assert_eq!(again.delivery_count, 2, "{check}");
+        again.ack().await.unwrap();
+    }
+
+    /// Extending a delivery keeps it from being redelivered.
+    pub async fn extends_visibility(&self, bus: Arc<dyn Bus>) {
+        let check = "extends_visibility";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        let mut other = bus.subscribe(&t, "g", &consumer(2)).await.unwrap();
+        bus.publish(&t, sample_envelope(1)).await.unwrap();
+        let d = self.next(&mut sub, check).await;
+        let step = self.visibility_timeout * 6 / 10;
+        for _ in 0..3 {
+            tokio::time::sleep(step).await;
+            d.extend().await.unwrap();
+        }
+        self.nothing_within(&mut other, step, check).await;
+        d.ack().await.unwrap();
+    }
+
+    /// A message nacked `max_deliveries` times lands in the dead letters.
+    pub async fn dead_letters_after_max_deliveries(&self, bus: Arc<dyn Bus>) {
+        let check = "dead_letters_after_max_deliveries";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        let sent = sample_envelope(1);
+        bus.publish(&t, sent.clone()).await.unwrap();
+        for n in 1..=self.max_deliveries {
+            let d = self.next(&mut sub, check).await;
+            assert_eq!(d.delivery_count, n, "{check}");
+            d.nack().await.unwrap();
+        }
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+        let dead = bus.dead_letters(&t).await.unwrap();
+        assert_eq!(dead.len(), 1, "{check}: {dead:?}");
+        assert_eq!(dead[0].envelope, sent, "{check}");
+        assert_eq!(dead[0].deliveries, self.max_deliveries, "{check}");
+    }
+
+    /// A consumer can set a message aside with a reason.
+    pub async fn dead_letters_on_request(&self, bus: Arc<dyn Bus>) {
+        let check = "dead_letters_on_request";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        bus.publish(&t, sample_envelope(1)).await.unwrap();
+        let d = self.next(&mut sub, check).await;
+        d.dead_letter("payload is not a task_assign").await.unwrap();
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+        let dead = bus.dead_letters(&t).await.unwrap();
+        assert_eq!(dead.len(), 1, "{check}");
+        assert!(dead[0].reason.contains("not a task_assign"), "{check}: {}", dead[0].reason);
+        assert_eq!(dead[0].group, "g", "{check}");
+    }
+}
