@@ -1,0 +1,215 @@
+//! The orchestrator: plans tasks, dispatches their subtasks as a DAG, keeps
+//! both ledgers, and writes the final answer.
+//!
+//! Each running task has a driver ([`driver`]) in its own tokio task, holding
+//! the task ledger in memory and writing every change through to the store.
+//! Replies from workers arrive on the orchestrator's inbox topic; one router
+//! task hands each to its task's driver. A reply for a task that is not
+//! running here is acknowledged and dropped: the store already has whatever
+//! the task's end left in it.
+
+mod driver;
+pub(crate) mod planner;
+pub(crate) mod recorder;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use troupe_core::bus::{Bus, BusError, Delivery, topics};
+use troupe_core::ledger::{EventKind, NewProgressEntry};
+use troupe_core::llm::LlmProvider;
+use troupe_core::store::Stores;
+use troupe_core::task::TaskRecord;
+use troupe_core::{AgentId, TaskId};
+
+use self::driver::Driver;
+use self::planner::Planner;
+use self::recorder::Recorder;
+use crate::config::TroupeConfig;
+use crate::error::TroupeError;
+
+/// What every driver shares.
+pub(crate) struct Shared {
+    pub(crate) agent: AgentId,
+    pub(crate) inbox: String,
+    pub(crate) stores: Stores,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) llm: Arc<dyn LlmProvider>,
+    pub(crate) planner: Planner,
+    pub(crate) config: TroupeConfig,
+    pub(crate) recorder: Recorder,
+    shutdown: CancellationToken,
+    drivers: Mutex<HashMap<TaskId, DriverSlot>>,
+}
+
+struct DriverSlot {
+    inbox: mpsc::UnboundedSender<Delivery>,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn drivers(&self) -> MutexGuard<'_, HashMap<TaskId, DriverSlot>> {
+        // The map is consistent after every operation; a poisoned lock is safe to reuse.
+        self.drivers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A submitted task, running in this process.
+#[derive(Debug)]
+pub struct TaskHandle {
+    id: TaskId,
+    join: JoinHandle<TaskRecord>,
+    cancel: CancellationToken,
+}
+
+impl TaskHandle {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Asks the task to stop; it ends `cancelled`.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits for the task to end and returns its task ledger.
+    pub async fn wait(self) -> Result<TaskRecord, TroupeError> {
+        self.join.await.map_err(|e| TroupeError::Internal(format!("the task's driver stopped: {e}")))
+    }
+}
+
+/// The orchestrator service of one process.
+pub(crate) struct Orchestrator {
+    shared: Arc<Shared>,
+    router: JoinHandle<()>,
+}
+
+pub(crate) struct OrchestratorParts {
+    pub(crate) agent: AgentId,
+    pub(crate) stores: Stores,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) llm: Arc<dyn LlmProvider>,
+    pub(crate) planner: Planner,
+    pub(crate) config: TroupeConfig,
+    pub(crate) recorder: Recorder,
+}
+
+impl Orchestrator {
+    /// Subscribes to the inbox and starts routing replies.
+    pub(crate) async fn start(parts: OrchestratorParts, shutdown: CancellationToken) -> Result<Self, BusError> {
+        let inbox = topics::inbox(&parts.agent);
+        let mut sub = parts.bus.subscribe(&inbox, "orchestrator", &parts.agent).await?;
+        let shared = Arc::new(Shared {
+            agent: parts.agent,
+            inbox,
+            stores: parts.stores,
+            bus: parts.bus,
+            llm: parts.llm,
+            planner: parts.planner,
+            config: parts.config,
+            recorder: parts.recorder,
+            shutdown: shutdown.clone(),
+            drivers: Mutex::new(HashMap::new()),
+        });
+        let routing = shared.clone();
+        let span = tracing::info_span!("orchestrator", agent_id = %shared.agent);
+        let router = tokio::spawn(
+            async move {
+                loop {
+                    let delivery = tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        d = sub.next() => d,
+                    };
+                    match delivery {
+                        Ok(d) => route(&routing, d).await,
+                        Err(BusError::Closed) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "receiving from the inbox failed; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Self { shared, router })
+    }
+
+    /// Stores a new task and starts driving it.
+    pub(crate) async fn submit(&self, goal: String) -> Result<TaskHandle, TroupeError> {
+        let max = self.shared.config.orchestrator.max_goal_chars;
+        let goal = goal.trim().to_owned();
+        if goal.is_empty() {
+            return Err(TroupeError::InvalidGoal("the goal is empty".into()));
+        }
+        let chars = goal.chars().count();
+        if chars > max {
+            return Err(TroupeError::InvalidGoal(format!("the goal has {chars} characters; at most {max}")));
+        }
+        let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
+        let id = record.id;
+        self.shared.stores.tasks.create_task(&record).await?;
+        let entry = NewProgressEntry::task(id, &self.shared.agent, EventKind::TaskSubmitted, "goal accepted");
+        self.shared.recorder.record(entry).await?;
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        self.shared.drivers().insert(id, DriverSlot { inbox: tx, cancel: cancel.clone() });
+        let shutdown = self.shared.shutdown.clone();
+        let driver = Driver::new(self.shared.clone(), record, rx, cancel.clone(), shutdown);
+        let shared = self.shared.clone();
+        let span = tracing::info_span!("task", task_id = %id);
+        let join = tokio::spawn(
+            async move {
+                let record = driver.run().await;
+                shared.drivers().remove(&id);
+                record
+            }
+            .instrument(span),
+        );
+        Ok(TaskHandle { id, join, cancel })
+    }
+
+    /// Cancels a task running here; false if it is not running here.
+    pub(crate) fn cancel(&self, id: TaskId) -> bool {
+        self.shared.drivers().get(&id).map(|slot| slot.cancel.cancel()).is_some()
+    }
+
+    /// Tasks running here now.
+    pub(crate) fn running(&self) -> usize {
+        self.shared.drivers().len()
+    }
+
+    pub(crate) async fn stopped(self) {
+        if let Err(e) = self.router.await {
+            tracing::error!(error = %e, "the orchestrator's router stopped abnormally");
+        }
+    }
+}
+
+/// Hands a reply to its task's driver, or drops it if that task is not running here.
+async fn route(shared: &Shared, delivery: Delivery) {
+    let Some(task_id) = delivery.envelope.task_id else {
+        tracing::warn!(message_id = %delivery.envelope.id, "message without a task id set aside");
+        if let Err(e) = delivery.dead_letter("no task_id").await {
+            tracing::warn!(error = %e, "could not dead-letter a message");
+        }
+        return;
+    };
+    let slot = shared.drivers().get(&task_id).map(|s| s.inbox.clone());
+    let orphan = match slot {
+        Some(inbox) => inbox.send(delivery).err().map(|e| e.0),
+        None => Some(delivery),
+    };
+    if let Some(d) = orphan {
+        tracing::debug!(%task_id, kind = %d.envelope.kind, "reply for a task not running here dropped");
+        if let Err(e) = d.ack().await {
+            tracing::warn!(error = %e, "could not acknowledge a dropped reply");
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Every prompt Troupe sends: planning, re-planning, repair, synthesis, and
+//! each worker role's system prompt and task prompt.
+
+use std::fmt::Write as _;
+
+use troupe_core::envelope::DependencyResult;
+use troupe_core::ledger::TaskLedger;
+use troupe_core::plan::{PlanRejection, example_plan_json};
+use troupe_core::role::{BuiltinRole, RoleInfo};
+use troupe_core::task::SubtaskStatus;
+
+/// The orchestrator's system prompt for planning.
+pub(crate) fn plan_system(roles: &[RoleInfo], max_subtasks: usize, schema: &serde_json::Value) -> String {
+    let mut workers = String::new();
+    for r in roles {
+        let _ = writeln!(workers, "- {}: {}", r.role, r.description);
+    }
+    format!(
+        "You are the orchestrator of a team of AI workers. Break the user's goal into subtasks for \
+the workers.\n\n\
+Workers (use these role names exactly):\n{workers}\n\
+Rules:\n\
+- Each subtask is done by one worker, who sees only its instruction, the goal, the facts, and the \
+results of the subtasks it depends on. Make every instruction self-contained and specific.\n\
+- List in depends_on the ids of the subtasks whose results a subtask needs. Subtasks that do not \
+depend on each other run in parallel.\n\
+- Use between 1 and {max_subtasks} subtasks; fewer is better for a simple goal. The last subtask \
+should produce what the goal asks for.\n\
+- Put what is given and what must be found out in facts.\n\
+- Reply with one JSON object that matches this JSON schema, and nothing else:\n{schema}\n\n\
+Example of a valid reply:\n{example}",
+        example = example_plan_json(),
+    )
+}
+
+/// The first planning message.
+pub(crate) fn plan_user(goal: &str) -> String {
+    format!("Goal: {goal}")
+}
+
+/// The message asking the LLM to repair a rejected plan.
+pub(crate) fn plan_repair(rejection: &PlanRejection) -> String {
+    let mut text = String::from("Your reply could not be used as a plan:\n");
+    for p in &rejection.problems {
+        let _ = writeln!(text, "- {p}");
+    }
+    text.push_str("Reply again with only the corrected JSON object.");
+    text
+}
+
+/// The message asking for a new plan after the current one failed.
+pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> String {
+    let record = ledger.record();
+    let mut text = format!("Goal: {}\n\nThe current plan cannot finish: {reason}\n", record.goal);
+    let failed: Vec<_> =
+        ledger.current().filter(|s| s.status == SubtaskStatus::Failed || s.last_error.is_some()).collect();
+    if !failed.is_empty() {
+        text.push_str("\nWhat went wrong:\n");
+        for s in failed {
+            let error = s.last_error.as_deref().unwrap_or("unknown error");
+            let _ = writeln!(text, "- {} ({}) after {} attempt(s): {}", s.id, s.role, s.attempts, clip(error, 500));
+        }
+    }
+    let completed: Vec<_> = ledger.completed().collect();
+    if !completed.is_empty() {
+        text.push_str(
+            "\nCompleted subtasks; a new subtask may list their ids in depends_on instead of redoing them:\n",
+        );
+        let share = budget / completed.len().max(1) / 2;
+        for s in completed {
+            let result = s.result.as_deref().unwrap_or_default();
+            let _ = writeln!(text, "- {} ({}) {}: {}", s.id, s.role, s.title, clip(result, share.max(200)));
+        }
+    }
+    if !record.facts.is_empty() {
+        text.push_str("\nKnown facts:\n");
+        for f in &record.facts {
+            let _ = writeln!(text, "- {f}");
+        }
+    }
+    let mut used: Vec<String> = ledger.used_ids().into_iter().map(|i| i.to_string()).collect();
+    used.sort();
+    let _ = write!(
+        text,
+        "\nIds already used, which new subtasks must not reuse: {}\n\
+         Write a new plan for the work that remains, avoiding what failed.",
+        used.join(", ")
+    );
+    text
+}
+
+/// The orchestrator's system prompt for the final answer.
+pub(crate) fn synthesis_system() -> String {
+    "You are the orchestrator of a team of AI workers. The workers have finished their subtasks. \
+Write the final answer to the user's goal from their results: answer the goal directly and \
+completely, keep what is correct and useful, resolve contradictions, and do not mention the \
+workers, the subtasks or the process."
+        .to_owned()
+}
+
+/// The request for the final answer.
+pub(crate) fn synthesis_user(goal: &str, results: &[DependencyResult], budget: usize) -> String {
+    let mut text = format!("Goal: {goal}\n\nResults of the subtasks:\n");
+    append_results(&mut text, results, budget);
+    text.push_str("\nWrite the final answer now.");
+    text
+}
+
+/// A worker's system prompt.
+pub(crate) fn worker_system(info: &RoleInfo) -> String {
+    let framing = match info.role.builtin() {
+        Some(BuiltinRole::Researcher) => {
+            "You are a meticulous researcher. Gather the facts, background and sources your subtask \
+needs. Say what is known, what is uncertain, and where each fact comes from. Be concise and \
+structured."
+        }
+        Some(BuiltinRole::Coder) => {
+            "You are an expert software engineer. Write correct, complete, idiomatic code for your \
+subtask, in fenced code blocks that name the language, with brief explanations. State your \
+assumptions and handle edge cases and errors."
+        }
+        Some(BuiltinRole::Analyst) => {
+            "You are a careful data analyst. Compute figures exactly and show how you got them, \
+compare, find trends and explain what they mean. Use tables where they help. Never invent data."
+        }
+        Some(BuiltinRole::Writer) => {
+            "You are a skilled writer. Write clear, well-organised prose for the intended reader from \
+the material you are given. Do not invent facts that are not in it."
+        }
+        Some(BuiltinRole::Reviewer) => {
+            "You are a rigorous reviewer. Check the work you are given for errors, security issues, \
+risks and gaps. List each finding with its severity and a concrete fix; say so when you find none."
+        }
+        None => "",
+    };
+    if framing.is_empty() {
+        format!(
+            "You are the {} of a team of AI workers: you {}. Do your subtask well and reply with its \
+result only.",
+            info.role, info.description
+        )
+    } else {
+        format!("{framing} You are one worker of a team; reply with the result of your subtask only.")
+    }
+}
+
+/// What a worker is asked to do.
+pub(crate) struct WorkPrompt<'a> {
+    pub(crate) goal: &'a str,
+    pub(crate) subtask_id: &'a str,
+    pub(crate) title: &'a str,
+    pub(crate) instruction: &'a str,
+    pub(crate) facts: &'a [String],
+    pub(crate) dependencies: &'a [DependencyResult],
+}
+
+/// A worker's task prompt, with dependency results fitted into `budget` characters.
+pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
+    let mut text = format!("Goal of the whole team: {}\n\nYour subtask ({})", p.goal, p.subtask_id);
+    if !p.title.is_empty() {
+        let _ = write!(text, ": {}", p.title);
+    }
+    let _ = write!(text, "\nInstruction: {}\n", p.instruction);
+    if !p.facts.is_empty() {
+        text.push_str("\nKnown facts:\n");
+        for f in p.facts {
+            let _ = writeln!(text, "- {f}");
+        }
+    }
+    if !p.dependencies.is_empty() {
+        text.push_str("\nResults of the subtasks yours depends on:\n");
+        append_results(&mut text, p.dependencies, budget);
+    }
+    text.push_str("\nDo your subtask now and reply with its result.");
+    text
+}
+
+/// Appends results as sections, each clipped to an equal share of `budget`
+/// (a share unused by a short result goes to the longer ones).
+fn append_results(text: &mut String, results: &[DependencyResult], budget: usize) {
+    let mut lengths: Vec<(usize, usize)> =
+        results.iter().enumerate().map(|(i, r)| (r.result.chars().count(), i)).collect();
+    lengths.sort_unstable();
+    let mut limits = vec![0; results.len()];
+    let mut left = budget;
+    for (k, (len, i)) in lengths.iter().enumerate() {
+        let share = left / (results.len() - k);
+        let take = (*len).min(share);
+        limits[*i] = take;
+        left -= take;
+    }
+    for (r, limit) in results.iter().zip(limits) {
+        let title = if r.title.is_empty() { String::new() } else { format!(" {}", r.title) };
+        let _ = write!(text, "\n### {} ({}){title}\n{}\n", r.id, r.role, clip(&r.result, limit));
+    }
+}
+
+/// `text` cut to `max` characters, marked when cut.
+pub(crate) fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(14)).collect();
+    out.push_str(" […truncated]");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use troupe_core::{Role, SubtaskId};
+
+    use super::*;
+
+    fn dep(id: &str, len: usize) -> DependencyResult {
+        DependencyResult {
+            id: SubtaskId::new(id).unwrap(),
+            role: Role::new("researcher").unwrap(),
+            title: String::new(),
+            result: "x".repeat(len),
+        }
+    }
+
+    #[test]
+    fn results_share_the_budget_and_short_ones_are_whole() {
+        let mut text = String::new();
+        append_results(&mut text, &[dep("a", 100), dep("b", 10_000), dep("c", 10_000)], 3_000);
+        let sections: Vec<&str> = text.split("### ").skip(1).collect();
+        assert!(sections[0].contains(&"x".repeat(100)));
+        assert!(!sections[0].contains("truncated"));
+        assert!(sections[1].contains("truncated") && sections[2].contains("truncated"));
+        let xs = text.chars().filter(|c| *c == 'x').count();
+        assert!(xs <= 3_000 && xs > 2_900, "{xs}");
+    }
+
+    #[test]
+    fn worker_prompts_carry_the_instruction_line() {
+        let deps = [dep("s1", 20)];
+        let p = WorkPrompt {
+            goal: "g",
+            subtask_id: "s2",
+            title: "t",
+            instruction: "do it",
+            facts: &["f".to_owned()],
+            dependencies: &deps,
+        };
+        let text = worker_user(&p, 1000);
+        assert!(text.contains("\nInstruction: do it\n"));
+        assert!(text.contains("### s1 (researcher)"));
+        let custom = RoleInfo { role: Role::new("translator").unwrap(), description: "translate text".into() };
+        assert!(worker_system(&custom).contains("you translate text"));
+    }
+}

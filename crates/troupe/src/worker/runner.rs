@@ -1,0 +1,180 @@
+//! The loop that runs one worker: take an assignment off the role's topic,
+//! report that it started, run the worker under the assignment's deadline
+//! while heartbeating the delivery, publish the result or the error, and only
+//! then acknowledge. A message that is not a valid assignment for this role is
+//! set aside in the dead letters, never run.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use troupe_core::bus::{Bus, BusError, Delivery, topics};
+use troupe_core::envelope::{MessageKind, Progress, TaskAssign, TaskError, TaskResult};
+use troupe_core::{AgentId, Role};
+
+use super::{Job, WorkError, Worker, WorkerContext};
+use crate::config::WorkersConfig;
+
+/// The longest deadline a worker accepts from an assignment.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// One worker agent serving one role.
+pub(crate) struct Runner {
+    pub(crate) agent: AgentId,
+    pub(crate) role: Role,
+    pub(crate) worker: Arc<dyn Worker>,
+    pub(crate) bus: Arc<dyn Bus>,
+    pub(crate) config: WorkersConfig,
+}
+
+impl Runner {
+    /// Subscribes, then runs until `shutdown`; in-flight subtasks get the grace
+    /// period to finish and are handed back to the bus after it.
+    pub(crate) async fn start(self, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, BusError> {
+        let topic = topics::role(&self.role);
+        let mut sub = self.bus.subscribe(&topic, &topics::workers_group(&self.role), &self.agent).await?;
+        let span = tracing::info_span!("worker", agent_id = %self.agent, role = %self.role);
+        let this = Arc::new(self);
+        let task = async move {
+            let slots = Arc::new(Semaphore::new(this.config.concurrency));
+            let hand_back = CancellationToken::new();
+            let mut running = JoinSet::new();
+            loop {
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let delivery = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    d = sub.next() => d,
+                };
+                match delivery {
+                    Ok(d) => {
+                        let this = this.clone();
+                        let hand_back = hand_back.clone();
+                        running.spawn(async move {
+                            this.handle(d, hand_back).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(BusError::Closed) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "receiving from the bus failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                while running.try_join_next().is_some() {}
+            }
+            let grace = tokio::time::timeout(this.config.shutdown_grace, async {
+                while running.join_next().await.is_some() {}
+            });
+            if grace.await.is_err() {
+                hand_back.cancel();
+                while running.join_next().await.is_some() {}
+            }
+            tracing::debug!("worker stopped");
+        };
+        Ok(tokio::spawn(task.instrument(span)))
+    }
+
+    async fn handle(&self, delivery: Delivery, hand_back: CancellationToken) {
+        let envelope = &delivery.envelope;
+        let assignment = match (envelope.kind, envelope.decode::<TaskAssign>(), envelope.subtask_ref()) {
+            (MessageKind::TaskAssign, Ok(a), Ok(_)) if a.role == self.role => a,
+            (kind, decoded, reference) => {
+                let reason = match (kind, decoded, reference) {
+                    (MessageKind::TaskAssign, Ok(a), Ok(_)) => format!("assignment for role {}, not {}", a.role, self.role),
+                    (MessageKind::TaskAssign, Err(e), _) => e.to_string(),
+                    (MessageKind::TaskAssign, _, Err(e)) => e.to_string(),
+                    (other, _, _) => format!("a {other} message on a role topic"),
+                };
+                tracing::warn!(message_id = %envelope.id, %reason, "unusable message set aside");
+                if let Err(e) = delivery.dead_letter(&reason).await {
+                    tracing::warn!(error = %e, "could not dead-letter a message");
+                }
+                return;
+            }
+        };
+        let Ok((task_id, subtask_id, attempt)) = envelope.subtask_ref() else { return };
+        let span = tracing::info_span!("subtask", %task_id, %subtask_id, attempt);
+        let ctx = WorkerContext {
+            agent: self.agent.clone(),
+            bus: self.bus.clone(),
+            reply_to: assignment.reply_to.clone(),
+            orchestrator: envelope.from.clone(),
+            task_id,
+            subtask_id: subtask_id.clone(),
+            attempt,
+        };
+        let timeout = Duration::from_millis(assignment.timeout_ms).min(MAX_TIMEOUT);
+        let job = Job {
+            task_id,
+            subtask_id: subtask_id.clone(),
+            attempt,
+            goal: assignment.goal,
+            role: assignment.role,
+            title: assignment.title,
+            instruction: assignment.instruction,
+            facts: assignment.facts,
+            dependencies: assignment.dependencies,
+            timeout,
+        };
+        async {
+            if let Err(e) = ctx.send(MessageKind::Progress, &Progress::Started).await {
+                tracing::warn!(error = %e, "could not report the start");
+            }
+            let work = tokio::time::timeout(timeout, self.worker.run(&job, &ctx));
+            let mut heartbeat = tokio::time::interval(self.config.heartbeat);
+            heartbeat.tick().await;
+            tokio::pin!(work);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    _ = heartbeat.tick() => {
+                        if let Err(e) = delivery.extend().await {
+                            tracing::warn!(error = %e, "could not extend the delivery");
+                        }
+                    }
+                    () = hand_back.cancelled() => {
+                        tracing::info!("shutting down: handing the subtask back");
+                        if let Err(e) = delivery.nack().await {
+                            tracing::warn!(error = %e, "could not hand the subtask back");
+                        }
+                        return;
+                    }
+                }
+            };
+            let sent = match outcome {
+                Ok(Ok(output)) => {
+                    let result = TaskResult { output: clean(output.text), usage: output.usage };
+                    ctx.send(MessageKind::TaskResult, &result).await
+                }
+                Ok(Err(e)) => send_error(&ctx, e).await,
+                Err(_) => send_error(&ctx, WorkError::retryable(format!("the worker took longer than {timeout:?}"))).await,
+            };
+            let acked = match sent {
+                Ok(()) => delivery.ack().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not publish the outcome; the subtask will be redelivered");
+                    delivery.nack().await
+                }
+            };
+            if let Err(e) = acked {
+                tracing::warn!(error = %e, "could not acknowledge the delivery");
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+}
+
+async fn send_error(ctx: &WorkerContext, e: WorkError) -> Result<(), String> {
+    tracing::info!(error = %e.message, retryable = e.retryable, "subtask attempt failed");
+    let error = TaskError { message: clean(e.message), retryable: e.retryable, usage: e.usage };
+    ctx.send(MessageKind::TaskError, &error).await
+}
+
+/// Text fit for every store: NUL characters (which PostgreSQL refuses) replaced.
+fn clean(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{fffd}") } else { text }
+}
