@@ -4,8 +4,8 @@
 //!   writer that depends on both (using whichever roles the request's schema
 //!   allows when those are missing). Re-plans use fresh ids (`r1s1`, ...).
 //! - A worker's result names its role, subtask and instruction.
-//! - A synthesis repeats the prompt it was given, so a test can see that every
-//!   result reached it.
+//! - A synthesis names the goal and repeats the result sections of its prompt,
+//!   so a test can see that every result reached it.
 
 use serde_json::{Value, json};
 use troupe_core::llm::{CallKind, ChatRequest, ChatRole, ResponseFormat};
@@ -16,9 +16,7 @@ pub(crate) fn reply(request: &ChatRequest) -> String {
     match request.meta.kind {
         CallKind::Plan | CallKind::Replan => plan(request).to_string(),
         CallKind::Work => work(request),
-        CallKind::Synthesize => {
-            format!("Final answer, from the results below.\n\n{}", request.last_user_message().unwrap_or_default())
-        }
+        CallKind::Synthesize => synthesis(request),
         CallKind::Other => "ok".to_owned(),
     }
 }
@@ -49,6 +47,14 @@ pub(crate) fn plan(request: &ChatRequest) -> Value {
              "depends_on": [format!("{prefix}1"), format!("{prefix}2")]}
         ]
     })
+}
+
+fn synthesis(request: &ChatRequest) -> String {
+    let prompt = request.last_user_message().unwrap_or_default();
+    // The result sections start at the first `### ` heading; the prompt's closing request follows them.
+    let sections = prompt.find("### ").map_or(prompt, |i| &prompt[i..]);
+    let sections = sections.rsplit_once("\n\n").map_or(sections, |(body, _)| body);
+    format!("Answer to: {}\n\n{}", goal(request), sections.trim())
 }
 
 fn work(request: &ChatRequest) -> String {

@@ -1,0 +1,117 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Troupe: multi-agent LLM orchestration.
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// A TOML configuration file (flags and TROUPE_* variables override it).
+    #[arg(long, global = true, env = "TROUPE_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run one goal to its end in this process and print the answer.
+    Run(RunArgs),
+    /// Inspect stored tasks.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Measure throughput and latency of whole tasks (prints JSON).
+    Bench(BenchArgs),
+}
+
+/// Where the LLM, the ledgers and the messages live.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct BackendArgs {
+    /// The LLM: mock, mock:FILE, local, openai, or an OpenAI-compatible base URL.
+    #[arg(long, env = "TROUPE_LLM", value_name = "SPEC")]
+    pub(crate) llm: Option<String>,
+    /// The model name for the LLM.
+    #[arg(long, env = "TROUPE_MODEL", value_name = "NAME")]
+    pub(crate) model: Option<String>,
+    /// The store: sqlite://PATH (default sqlite://troupe.db) or memory.
+    #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// The bus: memory (default).
+    #[arg(long, env = "TROUPE_BUS", value_name = "URL")]
+    pub(crate) bus: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    /// Print one JSON document instead of the answer.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// The goal.
+    #[arg(value_name = "GOAL")]
+    pub(crate) goal: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Show a task's ledger and its progress ledger.
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreArgs {
+    /// The store: sqlite://PATH (default sqlite://troupe.db).
+    #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// Only tasks with this status.
+    #[arg(long, value_name = "STATUS")]
+    pub(crate) status: Option<String>,
+    /// The most tasks to list.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+    /// Only tasks older than this one (the next page).
+    #[arg(long, value_name = "TASK_ID")]
+    pub(crate) before: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+    /// The task's id.
+    #[arg(value_name = "TASK_ID")]
+    pub(crate) id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    /// Tasks to measure.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) tasks: usize,
+    /// Tasks in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) concurrency: usize,
+    /// Tasks run first and not measured (default: a tenth of --tasks, at most 500).
+    #[arg(long)]
+    pub(crate) warmup: Option<usize>,
+}

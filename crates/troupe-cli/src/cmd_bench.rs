@@ -1,0 +1,142 @@
+//! `troupe bench`: whole tasks (plan, subtasks, synthesis) through the real
+//! runtime, with throughput and latency percentiles printed as JSON.
+//!
+//! Latency is from `submit` to the task's end as seen by the caller; throughput
+//! is the measured tasks over the wall time of the measured phase. Warm-up
+//! tasks run first and are not counted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use troupe::Troupe;
+use troupe::core::task::TaskStatus;
+
+use crate::backend;
+use crate::cli::BenchArgs;
+use crate::settings::Settings;
+
+#[derive(Debug, Serialize)]
+struct Report {
+    tasks: usize,
+    concurrency: usize,
+    completed: usize,
+    failed: usize,
+    elapsed_ms: f64,
+    tasks_per_sec: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    llm: String,
+    store: String,
+    bus: String,
+}
+
+pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result<i32> {
+    if args.tasks == 0 || args.concurrency == 0 {
+        bail!("--tasks and --concurrency must be at least 1");
+    }
+    let llm_spec = settings.backend.llm.clone().unwrap_or_else(|| "mock".to_owned());
+    let llm = backend::llm(Some(&llm_spec))?;
+    let bus = backend::bus(settings.backend.bus.as_deref())?;
+    let scratch = tempfile::tempdir()?;
+    let (store_url, store_label) = match &settings.backend.store {
+        Some(url) => (url.clone(), url.clone()),
+        None => {
+            let path = scratch.path().join("bench.db");
+            (format!("sqlite://{}", path.display()), "sqlite (a fresh temporary file)".to_owned())
+        }
+    };
+    let stores = backend::stores(&store_url).await?;
+    let bus_label = bus.name().to_owned();
+    let troupe = Arc::new(Troupe::builder().llm(llm).bus(bus).stores(stores).config(settings.runtime).build().await?);
+
+    let warmup = args.warmup.unwrap_or((args.tasks / 10).min(500));
+    if warmup > 0 {
+        run_batch(&troupe, warmup, args.concurrency).await?;
+    }
+    let started = Instant::now();
+    let latencies = run_batch(&troupe, args.tasks, args.concurrency).await?;
+    let elapsed = started.elapsed();
+    if let Ok(troupe) = Arc::try_unwrap(troupe) {
+        troupe.shutdown().await;
+    }
+
+    let completed = latencies.iter().filter(|(_, ok)| *ok).count();
+    let mut ms: Vec<f64> = latencies.iter().map(|(d, _)| d.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let report = Report {
+        tasks: args.tasks,
+        concurrency: args.concurrency,
+        completed,
+        failed: args.tasks - completed,
+        elapsed_ms: round(elapsed.as_secs_f64() * 1000.0),
+        tasks_per_sec: round(args.tasks as f64 / elapsed.as_secs_f64()),
+        p50_ms: round(percentile(&ms, 0.50)),
+        p90_ms: round(percentile(&ms, 0.90)),
+        p99_ms: round(percentile(&ms, 0.99)),
+        max_ms: round(ms.last().copied().unwrap_or(0.0)),
+        llm: llm_spec,
+        store: store_label,
+        bus: bus_label,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if report.failed == 0 { 0 } else { 1 })
+}
+
+/// Runs `n` tasks with at most `concurrency` in flight; returns each one's latency and success.
+async fn run_batch(troupe: &Arc<Troupe>, n: usize, concurrency: usize) -> anyhow::Result<Vec<(Duration, bool)>> {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut running = JoinSet::new();
+    for i in 0..n {
+        let permit = slots.clone().acquire_owned().await?;
+        let troupe = troupe.clone();
+        running.spawn(async move {
+            let t0 = Instant::now();
+            let outcome = match troupe.submit(format!("Benchmark goal {i}: summarise the quarterly numbers")).await {
+                Ok(handle) => handle.wait().await.map(|r| r.status == TaskStatus::Completed),
+                Err(e) => Err(e),
+            };
+            drop(permit);
+            (t0.elapsed(), outcome)
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    while let Some(joined) = running.join_next().await {
+        let (latency, outcome) = joined?;
+        out.push((latency, outcome?));
+    }
+    Ok(out)
+}
+
+/// The nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

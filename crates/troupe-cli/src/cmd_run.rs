@@ -1,0 +1,75 @@
+//! `troupe run`: one goal, to its end, in this process.
+
+use std::time::Instant;
+
+use tokio::sync::broadcast::error::RecvError;
+use troupe::Troupe;
+use troupe::core::task::TaskStatus;
+
+use crate::backend;
+use crate::cli::RunArgs;
+use crate::live::Live;
+use crate::settings::Settings;
+
+/// Exit code when the task did not complete.
+pub(crate) const EXIT_NOT_COMPLETED: i32 = 1;
+/// Exit code when interrupted (Ctrl-C).
+pub(crate) const EXIT_INTERRUPTED: i32 = 130;
+
+pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32> {
+    let llm = backend::llm(settings.backend.llm.as_deref())?;
+    let bus = backend::bus(settings.backend.bus.as_deref())?;
+    let stores = backend::stores(settings.store_url()).await?;
+    let troupe = Troupe::builder().llm(llm).bus(bus).stores(stores).config(settings.runtime.clone()).build().await?;
+
+    let mut events = troupe.subscribe();
+    let started = Instant::now();
+    let handle = troupe.submit(args.goal).await?;
+    let id = handle.id();
+    let mut live = Live::new(!args.json);
+    let mut interrupted = false;
+    let done = handle.wait();
+    tokio::pin!(done);
+    let record = loop {
+        tokio::select! {
+            record = &mut done => break record?,
+            event = events.recv() => match event {
+                Ok(entry) => live.show(id, &entry),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => {}
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                troupe.cancel(id);
+            }
+        }
+    };
+    live.finish();
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    troupe.shutdown().await;
+
+    if args.json {
+        print_json(&record.document(elapsed_ms))?;
+    } else if let Some(answer) = &record.result {
+        println!("{answer}");
+    }
+    let seconds = elapsed_ms as f64 / 1000.0;
+    match record.status {
+        TaskStatus::Completed => {
+            if !args.json {
+                eprintln!("task {id} completed in {seconds:.1}s ({} tokens)", record.usage.total());
+            }
+            Ok(0)
+        }
+        status => {
+            let reason = record.error.as_deref().unwrap_or("no reason recorded");
+            eprintln!("task {id} {status}: {reason}");
+            Ok(if interrupted { EXIT_INTERRUPTED } else { EXIT_NOT_COMPLETED })
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The configuration of one command: file < environment < flags.
+//!
+//! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`) and
+//! the runtime's tables (`[orchestrator]`, `[workers]`, `[llm]`), unknown keys
+//! rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
+//! flags come in through clap and override the file.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use troupe::TroupeConfig;
+use troupe::config::{LlmCallConfig, OrchestratorConfig, WorkersConfig};
+
+use crate::cli::BackendArgs;
+
+/// The default store: a SQLite file in the working directory.
+pub(crate) const DEFAULT_STORE: &str = "sqlite://troupe.db";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    backend: FileBackend,
+    orchestrator: OrchestratorConfig,
+    workers: WorkersConfig,
+    llm: LlmCallConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileBackend {
+    llm: Option<String>,
+    model: Option<String>,
+    store: Option<String>,
+    bus: Option<String>,
+}
+
+/// Everything a command needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) backend: BackendArgs,
+    pub(crate) runtime: TroupeConfig,
+}
+
+impl Settings {
+    /// Reads the file (if any) and lays the flags over it.
+    pub(crate) fn load(file: Option<&Path>, flags: &BackendArgs) -> anyhow::Result<Self> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("the configuration file {} is invalid", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let runtime = TroupeConfig { orchestrator: parsed.orchestrator, workers: parsed.workers, llm: parsed.llm };
+        runtime.validate()?;
+        let backend = BackendArgs {
+            llm: flags.llm.clone().or(parsed.backend.llm),
+            model: flags.model.clone().or(parsed.backend.model),
+            store: flags.store.clone().or(parsed.backend.store),
+            bus: flags.bus.clone().or(parsed.backend.bus),
+        };
+        Ok(Self { backend, runtime })
+    }
+
+    /// The store URL in force.
+    pub(crate) fn store_url(&self) -> &str {
+        self.backend.store.as_deref().unwrap_or(DEFAULT_STORE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = write("[backend]\nllm = \"mock\"\nstore = \"memory\"\n[orchestrator]\nmax_attempts = 5\nsubtask_timeout = \"45s\"\n");
+        let flags = BackendArgs { store: Some("sqlite://x.db".into()), ..BackendArgs::default() };
+        let s = Settings::load(Some(f.path()), &flags).unwrap();
+        assert_eq!(s.backend.llm.as_deref(), Some("mock"));
+        assert_eq!(s.store_url(), "sqlite://x.db");
+        assert_eq!(s.runtime.orchestrator.max_attempts, 5);
+        assert_eq!(s.runtime.orchestrator.subtask_timeout, std::time::Duration::from_secs(45));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_clear_errors() {
+        let f = write("[orchestrator]\nmax_atempts = 5\n");
+        let err = format!("{:#}", Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err());
+        assert!(err.contains("max_atempts"), "{err}");
+        let f = write("[workers]\nper_role = 0\n");
+        let err = format!("{:#}", Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err());
+        assert!(err.contains("workers.per_role"), "{err}");
+        let err = Settings::load(Some(Path::new("/nonexistent/troupe.toml")), &BackendArgs::default()).unwrap_err();
+        assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+}
