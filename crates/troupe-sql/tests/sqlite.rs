@@ -70,3 +70,23 @@ async fn a_newer_schema_is_refused() {
     assert!(matches!(err, StoreError::Migration(_)), "{err:?}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_number_steps_without_gaps_or_clashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let a = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let b = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    let task = new_task("shared");
+    a.create_task(&task).await.unwrap();
+    let me = AgentId::new("orchestrator-1").unwrap();
+    let mut steps = Vec::new();
+    for i in 0..10 {
+        let store = if i % 3 == 0 { &b } else { &a };
+        let entry = NewProgressEntry::task(task.id, &me, EventKind::SubtaskProgress, format!("{i}"));
+        steps.push(store.append(entry).await.unwrap().step);
+    }
+    assert_eq!(steps, (1..=10).collect::<Vec<u64>>());
+    let details: Vec<String> = a.entries(task.id, 0, 100).await.unwrap().into_iter().map(|e| e.detail).collect();
+    assert_eq!(details, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+}

@@ -12,11 +12,13 @@ mod rows;
 mod tasks;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use troupe_core::TaskId;
 use troupe_core::store::StoreError;
 
 use writer::Writer;
@@ -70,6 +72,38 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    steps: StepCache,
+}
+
+/// The next progress step of each task this process appended to, so that an
+/// append is one plain `INSERT` (no `MAX(step)` lookup, which SQLite re-plans
+/// on every run). Only the writer thread uses it; it is dropped whole when a
+/// batch fails to commit, and an entry is re-read when another process took
+/// the step (the primary key refuses a duplicate).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepCache(Arc<Mutex<HashMap<TaskId, u64>>>);
+
+/// Tasks remembered before the cache starts over (entries are re-read on demand).
+const MAX_CACHED_TASKS: usize = 10_000;
+
+impl StepCache {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<TaskId, u64>> {
+        // Only the writer thread takes this lock; a poisoned map is just a cache, so clear it.
+        self.0.lock().unwrap_or_else(|poisoned| {
+            let mut map = poisoned.into_inner();
+            map.clear();
+            map
+        })
+    }
+
+    /// Remembers that `task`'s next step is `next`.
+    pub(crate) fn set(&self, task: TaskId, next: u64) {
+        let mut map = self.lock();
+        if map.len() >= MAX_CACHED_TASKS && !map.contains_key(&task) {
+            map.clear();
+        }
+        map.insert(task, next);
+    }
 }
 
 impl SqliteStore {
@@ -87,13 +121,17 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Backend(format!("opening the database panicked: {e}")))??
         };
-        let (writer, thread) = Writer::spawn(opened, "troupe-sqlite-writer".to_owned())?;
+        let steps = StepCache::default();
+        let forget = steps.clone();
+        let on_rollback = Box::new(move || forget.lock().clear());
+        let (writer, thread) = Writer::spawn(opened, "troupe-sqlite-writer".to_owned(), on_rollback)?;
         Ok(Self {
             path,
             options,
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
             thread: Mutex::new(Some(thread)),
+            steps,
         })
     }
 

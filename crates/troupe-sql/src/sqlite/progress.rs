@@ -1,43 +1,40 @@
 //! The progress ledger on SQLite.
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{Connection, params};
 use troupe_core::TaskId;
 use troupe_core::ledger::{NewProgressEntry, ProgressEntry};
 use troupe_core::store::{ProgressStore, StoreError};
 
 use super::rows::{ENTRY_COLUMNS, entry_row};
-use super::{SqliteStore, is_foreign_key_violation, sql_error};
+use super::{SqliteStore, is_foreign_key_violation, is_primary_key_violation, sql_error};
 use crate::codec::{i64_of, millis, u64_col};
 
 #[async_trait]
 impl ProgressStore for SqliteStore {
     async fn append(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
+        let steps = self.steps.clone();
         self.writer
             .write(move |conn| {
-                // The writer thread runs one job at a time, so MAX(step) + 1 cannot race.
-                let step = conn
-                    .prepare_cached(
-                        "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail) \
-                         SELECT ?1, COALESCE(MAX(step), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7 \
-                         FROM progress_entries WHERE task_id = ?1 RETURNING step",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_row(
-                            params![
-                                entry.task_id.to_string(),
-                                millis(entry.at),
-                                entry.agent.as_str(),
-                                entry.subtask_id.as_ref().map(|s| s.as_str()),
-                                entry.attempt,
-                                entry.event.as_str(),
-                                entry.detail,
-                            ],
-                            |r| r.get::<_, i64>(0),
-                        )
-                    });
+                // The writer thread runs one job at a time, so the cached step cannot race
+                // within this process; another process's append shows up as a key clash.
+                let cached = steps.lock().get(&entry.task_id).copied();
+                let step = match cached {
+                    Some(step) => step,
+                    None => next_step(conn, entry.task_id)?,
+                };
+                let step = match insert(conn, &entry, step) {
+                    Err(e) if cached.is_some() && is_primary_key_violation(&e) => {
+                        let step = next_step(conn, entry.task_id)?;
+                        insert(conn, &entry, step).map(|_| step)
+                    }
+                    other => other.map(|_| step),
+                };
                 match step {
-                    Ok(step) => Ok(entry.with_step(u64_col("progress_entries.step", step)?)),
+                    Ok(step) => {
+                        steps.set(entry.task_id, step + 1);
+                        Ok(entry.with_step(step))
+                    }
                     Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(entry.task_id)),
                     Err(e) => Err(sql_error(&e)),
                 }
@@ -67,4 +64,30 @@ impl ProgressStore for SqliteStore {
         })
         .await
     }
+}
+
+/// The step after the task's last one, read from the table.
+fn next_step(conn: &Connection, task: TaskId) -> Result<u64, StoreError> {
+    let last: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(step), 0) FROM progress_entries WHERE task_id = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![task.to_string()], |r| r.get(0)))
+        .map_err(|e| sql_error(&e))?;
+    Ok(u64_col("progress_entries.step", last)? + 1)
+}
+
+fn insert(conn: &Connection, entry: &NewProgressEntry, step: u64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        entry.task_id.to_string(),
+        i64_of(step),
+        millis(entry.at),
+        entry.agent.as_str(),
+        entry.subtask_id.as_ref().map(|s| s.as_str()),
+        entry.attempt,
+        entry.event.as_str(),
+        entry.detail,
+    ])
 }

@@ -6,8 +6,10 @@
 //! savepoint in one transaction, commits once, and only then answers each
 //! caller. A caller's future therefore resolves after its write is committed;
 //! a job that fails rolls back to its savepoint without disturbing the others.
+//! The transaction and savepoint statements are prepared once and reused (a
+//! write costs no SQL parsing beyond its own statements).
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use troupe_core::store::StoreError;
 
@@ -23,6 +25,10 @@ type Finish = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// start), says whether it succeeded, and returns what to do after the commit.
 type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Finish) + Send>;
 
+/// Called on the writer thread when a batch could not be committed, so that
+/// state kept beside the database (the step cache) can be dropped.
+pub(crate) type OnRollback = Box<dyn Fn() + Send>;
+
 /// A handle to the writer thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
@@ -31,11 +37,15 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`; it ends when every handle is dropped.
-    pub(crate) fn spawn(conn: Connection, name: String) -> Result<(Self, std::thread::JoinHandle<()>), StoreError> {
+    pub(crate) fn spawn(
+        conn: Connection,
+        name: String,
+        on_rollback: OnRollback,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), StoreError> {
         let (jobs, rx) = mpsc::unbounded_channel();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(&conn, rx, &on_rollback))
             .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer thread: {e}")))?;
         Ok((Self { jobs }, thread))
     }
@@ -64,7 +74,7 @@ impl Writer {
     }
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn run(conn: &Connection, mut rx: mpsc::UnboundedReceiver<Job>, on_rollback: &OnRollback) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -73,44 +83,52 @@ fn run(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        if !commit_batch(conn, batch) {
+            on_rollback();
+        }
     }
     tracing::debug!("SQLite writer thread stopped");
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut finishes: Vec<(Result<(), StoreError>, Finish)> = Vec::with_capacity(batch.len());
-    let mut txn = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(txn) => txn,
-        Err(e) => {
-            let e = sql_error(&e);
-            for job in batch {
-                let (_, finish) = job(Err(&e));
-                finish(Err(e.clone()));
-            }
-            return;
+/// Runs one cached statement that takes no parameters and returns no rows.
+fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(drop).map_err(|e| sql_error(&e))
+}
+
+/// Runs a batch in one transaction; false if it was not committed.
+fn commit_batch(conn: &Connection, batch: Vec<Job>) -> bool {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        for job in batch {
+            let (_, finish) = job(Err(&e));
+            finish(Err(e.clone()));
         }
-    };
-    for job in batch {
-        match txn.savepoint() {
-            Ok(sp) => {
-                let (ok, finish) = job(Ok(&sp));
-                let released = if ok { sp.commit().map_err(|e| sql_error(&e)) } else { Ok(()) };
-                // A failed job's savepoint rolls back when `sp` is dropped.
-                finishes.push((released, finish));
-            }
-            Err(e) => {
-                let e = sql_error(&e);
-                let (_, finish) = job(Err(&e));
-                finishes.push((Err(e), finish));
-            }
-        }
+        return false;
     }
-    let committed = txn.commit().map_err(|e| sql_error(&e));
+    let mut finishes: Vec<(Result<(), StoreError>, Finish)> = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
+            let (_, finish) = job(Err(&e));
+            finishes.push((Err(e), finish));
+            continue;
+        }
+        let (ok, finish) = job(Ok(conn));
+        let released = if ok {
+            exec(conn, "RELEASE job")
+        } else {
+            exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        };
+        finishes.push((released, finish));
+    }
+    let committed = exec(conn, "COMMIT");
     if let Err(e) = &committed {
         tracing::error!(error = %e, jobs = finishes.len(), "SQLite commit failed; the batch is lost");
+        if let Err(e) = exec(conn, "ROLLBACK") {
+            tracing::error!(error = %e, "SQLite rollback after a failed commit failed");
+        }
     }
+    let ok = committed.is_ok();
     for (released, finish) in finishes {
         finish(committed.clone().and(released));
     }
+    ok
 }
