@@ -14,7 +14,11 @@ pub(crate) fn llm(spec: Option<&str>) -> anyhow::Result<Arc<dyn LlmProvider>> {
     let spec = match spec {
         Some(s) => s.trim().to_owned(),
         None => {
-            let default = if std::env::var_os("OPENAI_API_KEY").is_some() { "openai" } else { "local" };
+            let default = if std::env::var_os("OPENAI_API_KEY").is_some() {
+                "openai"
+            } else {
+                "local"
+            };
             bail!(
                 "no --llm given, and the default ({default}) needs the OpenAI-compatible provider, which is not \
                  in this build yet; run with --llm mock (or --llm mock:FILE for a scripted conversation)"
@@ -33,7 +37,9 @@ pub(crate) fn llm(spec: Option<&str>) -> anyhow::Result<Arc<dyn LlmProvider>> {
         s if s.starts_with("http://") || s.starts_with("https://") => bail!(
             "--llm {s}: OpenAI-compatible endpoints need the provider, which is not in this build yet; use --llm mock"
         ),
-        other => bail!("unknown --llm {other:?}: use mock, mock:FILE, local, openai, or an http(s) base URL"),
+        other => bail!(
+            "unknown --llm {other:?}: use mock, mock:FILE, local, openai, or an http(s) base URL"
+        ),
     }
 }
 
@@ -50,7 +56,9 @@ pub(crate) fn bus(url: Option<&str>) -> anyhow::Result<Arc<dyn Bus>> {
 
 /// The stores a `--store` URL names.
 pub(crate) async fn stores(url: &str) -> anyhow::Result<Stores> {
-    troupe_sql::open_url(url).await.with_context(|| format!("cannot open the store {url}"))
+    troupe_sql::open_url(url)
+        .await
+        .with_context(|| format!("cannot open the store {url}"))
 }
 
 /// The stores of an existing database, for commands that only read: a
@@ -59,7 +67,10 @@ pub(crate) async fn existing_stores(url: &str) -> anyhow::Result<Stores> {
     if let Some(path) = troupe_sql::sqlite_path(url)
         && !path.exists()
     {
-        bail!("there is no database at {} (run a goal first, or pass --store)", path.display());
+        bail!(
+            "there is no database at {} (run a goal first, or pass --store)",
+            path.display()
+        );
     }
     stores(url).await
 }

@@ -40,7 +40,11 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     if args.tasks == 0 || args.concurrency == 0 {
         bail!("--tasks and --concurrency must be at least 1");
     }
-    let llm_spec = settings.backend.llm.clone().unwrap_or_else(|| "mock".to_owned());
+    let llm_spec = settings
+        .backend
+        .llm
+        .clone()
+        .unwrap_or_else(|| "mock".to_owned());
     let llm = backend::llm(Some(&llm_spec))?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let scratch = tempfile::tempdir()?;
@@ -48,12 +52,23 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         Some(url) => (url.clone(), url.clone()),
         None => {
             let path = scratch.path().join("bench.db");
-            (format!("sqlite://{}", path.display()), "sqlite (a fresh temporary file)".to_owned())
+            (
+                format!("sqlite://{}", path.display()),
+                "sqlite (a fresh temporary file)".to_owned(),
+            )
         }
     };
     let stores = backend::stores(&store_url).await?;
     let bus_label = bus.name().to_owned();
-    let troupe = Arc::new(Troupe::builder().llm(llm).bus(bus).stores(stores).config(settings.runtime).build().await?);
+    let troupe = Arc::new(
+        Troupe::builder()
+            .llm(llm)
+            .bus(bus)
+            .stores(stores)
+            .config(settings.runtime)
+            .build()
+            .await?,
+    );
 
     let warmup = args.warmup.unwrap_or((args.tasks / 10).min(500));
     if warmup > 0 {
@@ -67,7 +82,10 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     }
 
     let completed = latencies.iter().filter(|(_, ok)| *ok).count();
-    let mut ms: Vec<f64> = latencies.iter().map(|(d, _)| d.as_secs_f64() * 1000.0).collect();
+    let mut ms: Vec<f64> = latencies
+        .iter()
+        .map(|(d, _)| d.as_secs_f64() * 1000.0)
+        .collect();
     ms.sort_by(f64::total_cmp);
     let report = Report {
         tasks: args.tasks,
@@ -89,7 +107,11 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
 }
 
 /// Runs `n` tasks with at most `concurrency` in flight; returns each one's latency and success.
-async fn run_batch(troupe: &Arc<Troupe>, n: usize, concurrency: usize) -> anyhow::Result<Vec<(Duration, bool)>> {
+async fn run_batch(
+    troupe: &Arc<Troupe>,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(Duration, bool)>> {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = JoinSet::new();
     for i in 0..n {
@@ -97,8 +119,16 @@ async fn run_batch(troupe: &Arc<Troupe>, n: usize, concurrency: usize) -> anyhow
         let troupe = troupe.clone();
         running.spawn(async move {
             let t0 = Instant::now();
-            let outcome = match troupe.submit(format!("Benchmark goal {i}: summarise the quarterly numbers")).await {
-                Ok(handle) => handle.wait().await.map(|r| r.status == TaskStatus::Completed),
+            let outcome = match troupe
+                .submit(format!(
+                    "Benchmark goal {i}: summarise the quarterly numbers"
+                ))
+                .await
+            {
+                Ok(handle) => handle
+                    .wait()
+                    .await
+                    .map(|r| r.status == TaskStatus::Completed),
                 Err(e) => Err(e),
             };
             drop(permit);

@@ -20,7 +20,13 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let llm = backend::llm(settings.backend.llm.as_deref())?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let stores = backend::stores(settings.store_url()).await?;
-    let troupe = Troupe::builder().llm(llm).bus(bus).stores(stores).config(settings.runtime.clone()).build().await?;
+    let troupe = Troupe::builder()
+        .llm(llm)
+        .bus(bus)
+        .stores(stores)
+        .config(settings.runtime.clone())
+        .build()
+        .await?;
 
     let mut events = troupe.subscribe();
     let started = Instant::now();
@@ -57,14 +63,21 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     match record.status {
         TaskStatus::Completed => {
             if !args.json {
-                eprintln!("task {id} completed in {seconds:.1}s ({} tokens)", record.usage.total());
+                eprintln!(
+                    "task {id} completed in {seconds:.1}s ({} tokens)",
+                    record.usage.total()
+                );
             }
             Ok(0)
         }
         status => {
             let reason = record.error.as_deref().unwrap_or("no reason recorded");
             eprintln!("task {id} {status}: {reason}");
-            Ok(if interrupted { EXIT_INTERRUPTED } else { EXIT_NOT_COMPLETED })
+            Ok(if interrupted {
+                EXIT_INTERRUPTED
+            } else {
+                EXIT_NOT_COMPLETED
+            })
         }
     }
 }

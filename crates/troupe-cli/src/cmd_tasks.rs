@@ -20,10 +20,25 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
         .as_deref()
         .map(|s| s.parse::<TaskStatus>())
         .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}; use one of pending, planning, running, completed, failed, cancelled"))?;
-    let before = args.before.as_deref().map(str::parse::<TaskId>).transpose()?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; use one of pending, planning, running, completed, failed, cancelled"
+            )
+        })?;
+    let before = args
+        .before
+        .as_deref()
+        .map(str::parse::<TaskId>)
+        .transpose()?;
     let stores = backend::existing_stores(url).await?;
-    let tasks = stores.tasks.list_tasks(&TaskQuery { status, before, limit: args.limit }).await?;
+    let tasks = stores
+        .tasks
+        .list_tasks(&TaskQuery {
+            status,
+            before,
+            limit: args.limit,
+        })
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&tasks)?);
         return Ok(0);
@@ -32,12 +47,19 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
         eprintln!("no tasks");
         return Ok(0);
     }
-    println!("{:<36}  {:<9}  {:>8}  {:<19}  GOAL", "ID", "STATUS", "SUBTASKS", "CREATED (UTC)");
+    println!(
+        "{:<36}  {:<9}  {:>8}  {:<19}  GOAL",
+        "ID", "STATUS", "SUBTASKS", "CREATED (UTC)"
+    );
     for t in tasks {
         let goal: String = t.goal.replace('\n', " ").chars().take(60).collect();
         let subtasks = format!("{}/{}", t.subtasks_completed, t.subtasks_total);
         let created = t.created_at.format("%Y-%m-%d %H:%M:%S");
-        println!("{:<36}  {:<9}  {subtasks:>8}  {created}  {goal}", t.id.to_string(), t.status.as_str());
+        println!(
+            "{:<36}  {:<9}  {subtasks:>8}  {created}  {goal}",
+            t.id.to_string(),
+            t.status.as_str()
+        );
     }
     Ok(0)
 }
@@ -53,7 +75,11 @@ pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Resul
     let url = store.as_deref().unwrap_or(DEFAULT_STORE);
     let id: TaskId = args.id.parse()?;
     let stores = backend::existing_stores(url).await?;
-    let task = stores.tasks.get_task(id).await?.with_context(|| format!("no task {id} in {url}"))?;
+    let task = stores
+        .tasks
+        .get_task(id)
+        .await?
+        .with_context(|| format!("no task {id} in {url}"))?;
     let mut progress = Vec::new();
     loop {
         let after = progress.last().map_or(0, |e: &ProgressEntry| e.step);
@@ -65,7 +91,13 @@ pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Resul
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&Ledgers { task_ledger: task, progress_ledger: progress })?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Ledgers {
+                task_ledger: task,
+                progress_ledger: progress
+            })?
+        );
     } else {
         print!("{}", render(&task, &progress));
     }
@@ -92,11 +124,19 @@ fn render(task: &TaskRecord, progress: &[ProgressEntry]) -> String {
         }
     }
     let _ = writeln!(out, "\nSubtasks:");
-    let _ = writeln!(out, "  {:<12} {:<11} {:<11} {:>3}  {:<8}  AGENT", "ID", "ROLE", "STATUS", "TRY", "AFTER");
+    let _ = writeln!(
+        out,
+        "  {:<12} {:<11} {:<11} {:>3}  {:<8}  AGENT",
+        "ID", "ROLE", "STATUS", "TRY", "AFTER"
+    );
     for s in &task.subtasks {
         let deps: Vec<&str> = s.depends_on.iter().map(|d| d.as_str()).collect();
         let agent = s.agent.as_ref().map_or("-", |a| a.as_str());
-        let deps = if deps.is_empty() { "-".to_owned() } else { deps.join(",") };
+        let deps = if deps.is_empty() {
+            "-".to_owned()
+        } else {
+            deps.join(",")
+        };
         let _ = writeln!(
             out,
             "  {:<12} {:<11} {:<11} {:>3}  {deps:<8}  {agent}",

@@ -30,7 +30,11 @@ impl Live {
             ProgressBar::hidden()
         };
         bar.set_message("submitting");
-        Self { bar, total: 0, done: 0 }
+        Self {
+            bar,
+            total: 0,
+            done: 0,
+        }
     }
 
     /// Shows one stored step of `task`.
@@ -51,8 +55,16 @@ impl Live {
             (Some(s), _) => format!("{s} "),
             (None, _) => String::new(),
         };
-        let detail: String = entry.detail.lines().next().unwrap_or_default().chars().take(100).collect();
-        self.bar.println(format!("  {subject}{}  {detail}", entry.event));
+        let detail: String = entry
+            .detail
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(100)
+            .collect();
+        self.bar
+            .println(format!("  {subject}{}  {detail}", entry.event));
         let state = match entry.event {
             EventKind::PlanningStarted | EventKind::PlanRejected => "planning".to_owned(),
             EventKind::SynthesisStarted => "writing the answer".to_owned(),

@@ -25,9 +25,15 @@ fn main() {
     let cli = Cli::parse();
     // Logs go to stderr; RUST_LOG overrides the quiet default.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("troupe: cannot start the async runtime: {e}");
@@ -57,12 +63,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             cmd_bench::bench(args, settings).await
         }
         Command::Tasks(TasksCommand::List(args)) => {
-            let flags = cli::BackendArgs { store: args.store.store.clone(), ..Default::default() };
+            let flags = cli::BackendArgs {
+                store: args.store.store.clone(),
+                ..Default::default()
+            };
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             cmd_tasks::list(args, settings.backend.store).await
         }
         Command::Tasks(TasksCommand::Show(args)) => {
-            let flags = cli::BackendArgs { store: args.store.store.clone(), ..Default::default() };
+            let flags = cli::BackendArgs {
+                store: args.store.store.clone(),
+                ..Default::default()
+            };
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             cmd_tasks::show(args, settings.backend.store).await
         }

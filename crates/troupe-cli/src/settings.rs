@@ -47,14 +47,20 @@ impl Settings {
     pub(crate) fn load(file: Option<&Path>, flags: &BackendArgs) -> anyhow::Result<Self> {
         let parsed = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-                toml::from_str::<FileConfig>(&text)
-                    .with_context(|| format!("the configuration file {} is invalid", path.display()))?
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the configuration file {}", path.display())
+                })?;
+                toml::from_str::<FileConfig>(&text).with_context(|| {
+                    format!("the configuration file {} is invalid", path.display())
+                })?
             }
             None => FileConfig::default(),
         };
-        let runtime = TroupeConfig { orchestrator: parsed.orchestrator, workers: parsed.workers, llm: parsed.llm };
+        let runtime = TroupeConfig {
+            orchestrator: parsed.orchestrator,
+            workers: parsed.workers,
+            llm: parsed.llm,
+        };
         runtime.validate()?;
         let backend = BackendArgs {
             llm: flags.llm.clone().or(parsed.backend.llm),
@@ -83,24 +89,42 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let f = write("[backend]\nllm = \"mock\"\nstore = \"memory\"\n[orchestrator]\nmax_attempts = 5\nsubtask_timeout = \"45s\"\n");
-        let flags = BackendArgs { store: Some("sqlite://x.db".into()), ..BackendArgs::default() };
+        let f = write(
+            "[backend]\nllm = \"mock\"\nstore = \"memory\"\n[orchestrator]\nmax_attempts = 5\nsubtask_timeout = \"45s\"\n",
+        );
+        let flags = BackendArgs {
+            store: Some("sqlite://x.db".into()),
+            ..BackendArgs::default()
+        };
         let s = Settings::load(Some(f.path()), &flags).unwrap();
         assert_eq!(s.backend.llm.as_deref(), Some("mock"));
         assert_eq!(s.store_url(), "sqlite://x.db");
         assert_eq!(s.runtime.orchestrator.max_attempts, 5);
-        assert_eq!(s.runtime.orchestrator.subtask_timeout, std::time::Duration::from_secs(45));
+        assert_eq!(
+            s.runtime.orchestrator.subtask_timeout,
+            std::time::Duration::from_secs(45)
+        );
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_clear_errors() {
         let f = write("[orchestrator]\nmax_atempts = 5\n");
-        let err = format!("{:#}", Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err()
+        );
         assert!(err.contains("max_atempts"), "{err}");
         let f = write("[workers]\nper_role = 0\n");
-        let err = format!("{:#}", Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err()
+        );
         assert!(err.contains("workers.per_role"), "{err}");
-        let err = Settings::load(Some(Path::new("/nonexistent/troupe.toml")), &BackendArgs::default()).unwrap_err();
+        let err = Settings::load(
+            Some(Path::new("/nonexistent/troupe.toml")),
+            &BackendArgs::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
     }
 }

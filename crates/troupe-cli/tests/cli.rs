@@ -1,5 +1,8 @@
 //! The `troupe` binary as a user runs it.
 
+// Test code: a failed expectation is meant to panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -19,7 +22,11 @@ fn troupe(dir: &Path, args: &[&str]) -> Output {
 
 fn stdout_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}): {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), stderr(out))
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
     })
 }
 
@@ -36,10 +43,29 @@ fn keys(v: &Value) -> Vec<&str> {
 #[test]
 fn run_json_prints_exactly_the_documented_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let out = troupe(dir.path(), &["run", "--llm", "mock", "--json", "Write a sales report from sales.csv"]);
+    let out = troupe(
+        dir.path(),
+        &[
+            "run",
+            "--llm",
+            "mock",
+            "--json",
+            "Write a sales report from sales.csv",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let doc = stdout_json(&out);
-    assert_eq!(keys(&doc), ["elapsed_ms", "result", "status", "subtasks", "task_id", "usage"]);
+    assert_eq!(
+        keys(&doc),
+        [
+            "elapsed_ms",
+            "result",
+            "status",
+            "subtasks",
+            "task_id",
+            "usage"
+        ]
+    );
     assert_eq!(doc["status"], "completed");
     assert!(doc["result"].as_str().unwrap().contains("sales.csv"));
     assert!(doc["elapsed_ms"].as_u64().is_some());
@@ -58,10 +84,16 @@ fn run_json_prints_exactly_the_documented_fields() {
 #[test]
 fn run_prints_the_answer_and_the_ledgers_can_be_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let out = troupe(dir.path(), &["run", "--llm", "mock", "Review this code for security bugs"]);
+    let out = troupe(
+        dir.path(),
+        &["run", "--llm", "mock", "Review this code for security bugs"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(answer.starts_with("Answer to: Review this code for security bugs"), "{answer}");
+    assert!(
+        answer.starts_with("Answer to: Review this code for security bugs"),
+        "{answer}"
+    );
     assert!(stderr(&out).contains("completed in"), "{}", stderr(&out));
 
     let list = troupe(dir.path(), &["tasks", "list", "--json"]);
@@ -75,17 +107,27 @@ fn run_prints_the_answer_and_the_ledgers_can_be_read_back() {
     assert_eq!(show.status.code(), Some(0), "{}", stderr(&show));
     let ledgers = stdout_json(&show);
     assert_eq!(ledgers["task_ledger"]["id"], id.as_str());
-    let events: Vec<&str> =
-        ledgers["progress_ledger"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let events: Vec<&str> = ledgers["progress_ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     assert_eq!(events.first(), Some(&"task_submitted"));
     assert_eq!(events.last(), Some(&"task_completed"));
 
     let text = troupe(dir.path(), &["tasks", "show", &id]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("Progress ledger:") && text.contains("subtask_completed"), "{text}");
+    assert!(
+        text.contains("Progress ledger:") && text.contains("subtask_completed"),
+        "{text}"
+    );
 
     // A second process with the same file sees the first task unchanged.
-    let again = troupe(dir.path(), &["run", "--llm", "mock", "--json", "Another goal"]);
+    let again = troupe(
+        dir.path(),
+        &["run", "--llm", "mock", "--json", "Another goal"],
+    );
     assert_eq!(again.status.code(), Some(0));
     let show_again = troupe(dir.path(), &["tasks", "show", &id, "--json"]);
     assert_eq!(stdout_json(&show_again), ledgers);
@@ -95,14 +137,25 @@ fn run_prints_the_answer_and_the_ledgers_can_be_read_back() {
 fn a_task_that_fails_exits_nonzero_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("script.json");
-    std::fs::write(&script, r#"{"steps": [{"kind": "plan", "reply": "I'd rather not.", "repeat": true}]}"#).unwrap();
+    std::fs::write(
+        &script,
+        r#"{"steps": [{"kind": "plan", "reply": "I'd rather not.", "repeat": true}]}"#,
+    )
+    .unwrap();
     let spec = format!("mock:{}", script.display());
-    let out = troupe(dir.path(), &["run", "--llm", &spec, "--json", "Do something"]);
+    let out = troupe(
+        dir.path(),
+        &["run", "--llm", &spec, "--json", "Do something"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let doc = stdout_json(&out);
     assert_eq!(doc["status"], "failed");
     assert_eq!(doc["result"], Value::Null);
-    assert!(stderr(&out).contains("no valid plan after 3 replies"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no valid plan after 3 replies"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -110,10 +163,19 @@ fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&["run", "--llm", "gpt-banana", "x"], "unknown --llm"),
-        (&["run", "--llm", "mock:/no/such/file.json", "x"], "cannot read mock script"),
+        (
+            &["run", "--llm", "mock:/no/such/file.json", "x"],
+            "cannot read mock script",
+        ),
         (&["run", "x"], "no --llm given"),
-        (&["run", "--llm", "mock", "--store", "mysql://x", "x"], "unknown store URL"),
-        (&["tasks", "show", "01a20e2c-6271-759f-b7aa-07f5e691179c"], "no database at troupe.db"),
+        (
+            &["run", "--llm", "mock", "--store", "mysql://x", "x"],
+            "unknown store URL",
+        ),
+        (
+            &["tasks", "show", "01a20e2c-6271-759f-b7aa-07f5e691179c"],
+            "no database at troupe.db",
+        ),
     ];
     for (args, message) in cases {
         let out = troupe(dir.path(), args);
@@ -123,7 +185,17 @@ fn bad_input_is_a_clear_error() {
 
     let config = dir.path().join("troupe.toml");
     std::fs::write(&config, "[orchestrator]\nmax_atempts = 3\n").unwrap();
-    let out = troupe(dir.path(), &["--config", config.to_str().unwrap(), "run", "--llm", "mock", "x"]);
+    let out = troupe(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--llm",
+            "mock",
+            "x",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("max_atempts"), "{}", stderr(&out));
 }
@@ -132,9 +204,21 @@ fn bad_input_is_a_clear_error() {
 fn the_config_file_sets_the_backend_and_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("troupe.toml");
-    std::fs::write(&config, "[backend]\nllm = \"mock\"\nstore = \"sqlite://from-config.db\"\n[workers]\nper_role = 1\n")
-        .unwrap();
-    let out = troupe(dir.path(), &["--config", config.to_str().unwrap(), "run", "--json", "Goal"]);
+    std::fs::write(
+        &config,
+        "[backend]\nllm = \"mock\"\nstore = \"sqlite://from-config.db\"\n[workers]\nper_role = 1\n",
+    )
+    .unwrap();
+    let out = troupe(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--json",
+            "Goal",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(dir.path().join("from-config.db").exists());
 }
@@ -142,7 +226,18 @@ fn the_config_file_sets_the_backend_and_the_runtime() {
 #[test]
 fn bench_prints_its_figures_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = troupe(dir.path(), &["bench", "--llm", "mock", "--tasks", "50", "--concurrency", "8"]);
+    let out = troupe(
+        dir.path(),
+        &[
+            "bench",
+            "--llm",
+            "mock",
+            "--tasks",
+            "50",
+            "--concurrency",
+            "8",
+        ],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report = stdout_json(&out);
     assert_eq!(report["completed"], 50);
@@ -151,5 +246,8 @@ fn bench_prints_its_figures_as_json() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
     assert!(report["p50_ms"].as_f64() <= report["p99_ms"].as_f64());
-    assert!(!dir.path().join("troupe.db").exists(), "bench must not touch ./troupe.db");
+    assert!(
+        !dir.path().join("troupe.db").exists(),
+        "bench must not touch ./troupe.db"
+    );
 }

@@ -103,8 +103,11 @@ impl Envelope {
         payload: &P,
     ) -> Result<Self, PayloadError> {
         let id = MessageId::new();
-        let payload = serde_json::to_value(payload)
-            .map_err(|e| PayloadError { id, kind, reason: e.to_string() })?;
+        let payload = serde_json::to_value(payload).map_err(|e| PayloadError {
+            id,
+            kind,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             id,
             kind,
@@ -141,7 +144,11 @@ impl Envelope {
     }
 
     fn malformed(&self, reason: String) -> PayloadError {
-        PayloadError { id: self.id, kind: self.kind, reason }
+        PayloadError {
+            id: self.id,
+            kind: self.kind,
+            reason,
+        }
     }
 }
 
@@ -231,7 +238,17 @@ mod tests {
             .unwrap()
             .about(TaskId::new(), &SubtaskId::new("s1").unwrap(), 2);
         let json = serde_json::to_value(&env).unwrap();
-        for field in ["id", "kind", "from", "to", "task_id", "subtask_id", "attempt", "payload", "created_at"] {
+        for field in [
+            "id",
+            "kind",
+            "from",
+            "to",
+            "task_id",
+            "subtask_id",
+            "attempt",
+            "payload",
+            "created_at",
+        ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }
         assert_eq!(json["kind"], "progress");
@@ -244,7 +261,13 @@ mod tests {
     #[test]
     fn a_payload_of_the_wrong_shape_is_an_error() {
         let from = AgentId::new("w-1").unwrap();
-        let env = Envelope::new(MessageKind::TaskResult, from, "x", &serde_json::json!({"nope": 1})).unwrap();
+        let env = Envelope::new(
+            MessageKind::TaskResult,
+            from,
+            "x",
+            &serde_json::json!({"nope": 1}),
+        )
+        .unwrap();
         let err = env.decode::<TaskResult>().unwrap_err();
         assert!(err.to_string().contains("malformed task_result"));
         assert!(env.subtask_ref().is_err());

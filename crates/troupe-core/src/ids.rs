@@ -184,7 +184,11 @@ impl AgentId {
             .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             .take(100)
             .collect();
-        let prefix = if prefix.is_empty() { "agent".to_owned() } else { prefix };
+        let prefix = if prefix.is_empty() {
+            "agent".to_owned()
+        } else {
+            prefix
+        };
         Self(format!("{prefix}-{}", &suffix[..8]))
     }
 

@@ -37,17 +37,26 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
-        Self { role: ChatRole::System, content: content.into() }
+        Self {
+            role: ChatRole::System,
+            content: content.into(),
+        }
     }
 
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: ChatRole::User, content: content.into() }
+        Self {
+            role: ChatRole::User,
+            content: content.into(),
+        }
     }
 
     /// An assistant message.
     pub fn assistant(content: impl Into<String>) -> Self {
-        Self { role: ChatRole::Assistant, content: content.into() }
+        Self {
+            role: ChatRole::Assistant,
+            content: content.into(),
+        }
     }
 }
 
@@ -117,7 +126,13 @@ pub struct CallMeta {
 impl CallMeta {
     /// Metadata for a call of `kind` and nothing else.
     pub fn new(kind: CallKind) -> Self {
-        Self { kind, task_id: None, subtask_id: None, role: None, revision: 0 }
+        Self {
+            kind,
+            task_id: None,
+            subtask_id: None,
+            role: None,
+            revision: 0,
+        }
     }
 }
 
@@ -150,7 +165,11 @@ impl ChatRequest {
 
     /// The last user message, if any.
     pub fn last_user_message(&self) -> Option<&str> {
-        self.messages.iter().rev().find(|m| m.role == ChatRole::User).map(|m| m.content.as_str())
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == ChatRole::User)
+            .map(|m| m.content.as_str())
     }
 }
 
@@ -334,11 +353,34 @@ mod tests {
         };
         assert!(rate.is_retryable());
         assert_eq!(rate.retry_after(), Some(Duration::from_secs(2)));
-        assert!(LlmError::Server { status: 503, body: String::new() }.is_retryable());
+        assert!(
+            LlmError::Server {
+                status: 503,
+                body: String::new()
+            }
+            .is_retryable()
+        );
         assert!(LlmError::Timeout(Duration::from_secs(1)).is_retryable());
-        assert!(!LlmError::Auth { status: 401, body: String::new() }.is_retryable());
-        assert!(!LlmError::BadRequest { status: 400, body: String::new() }.is_retryable());
-        assert!(!LlmError::ContextLength { body: String::new() }.is_retryable());
+        assert!(
+            !LlmError::Auth {
+                status: 401,
+                body: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !LlmError::BadRequest {
+                status: 400,
+                body: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(
+            !LlmError::ContextLength {
+                body: String::new()
+            }
+            .is_retryable()
+        );
         assert_eq!(LlmError::Transport("x".into()).class(), "transport");
     }
 }

@@ -22,7 +22,8 @@ impl Role {
         let mut chars = name.chars();
         let ok = name.len() <= 32
             && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+            && chars
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
         if ok {
             Ok(Self(name))
         } else {
@@ -121,11 +122,15 @@ impl BuiltinRole {
             BuiltinRole::Researcher => {
                 "gathers facts, background and sources; states what is known and what is uncertain"
             }
-            BuiltinRole::Coder => "writes, fixes and explains code; produces complete, runnable code",
+            BuiltinRole::Coder => {
+                "writes, fixes and explains code; produces complete, runnable code"
+            }
             BuiltinRole::Analyst => {
                 "analyses data: computes figures, compares, finds trends and explains them"
             }
-            BuiltinRole::Writer => "writes clear prose for people: reports, summaries, documentation",
+            BuiltinRole::Writer => {
+                "writes clear prose for people: reports, summaries, documentation"
+            }
             BuiltinRole::Reviewer => {
                 "checks work for errors, security issues, risks and gaps, and says how to fix them"
             }
@@ -144,7 +149,10 @@ pub struct RoleInfo {
 
 impl From<BuiltinRole> for RoleInfo {
     fn from(value: BuiltinRole) -> Self {
-        Self { role: value.into(), description: value.description().to_owned() }
+        Self {
+            role: value.into(),
+            description: value.description().to_owned(),
+        }
     }
 }
 

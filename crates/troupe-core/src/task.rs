@@ -52,7 +52,10 @@ impl TaskStatus {
 
     /// Whether the task has ended.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 }
 
@@ -367,8 +370,14 @@ mod tests {
 
     #[test]
     fn usage_adds_without_overflow() {
-        let mut u = Usage { prompt_tokens: u64::MAX, completion_tokens: 1 };
-        u += Usage { prompt_tokens: 5, completion_tokens: 2 };
+        let mut u = Usage {
+            prompt_tokens: u64::MAX,
+            completion_tokens: 1,
+        };
+        u += Usage {
+            prompt_tokens: 5,
+            completion_tokens: 2,
+        };
         assert_eq!(u.prompt_tokens, u64::MAX);
         assert_eq!(u.completion_tokens, 3);
     }

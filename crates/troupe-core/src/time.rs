@@ -15,5 +15,7 @@ pub fn truncate(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// The instant `ms` milliseconds after the Unix epoch (clamped to chrono's range).
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

@@ -27,7 +27,10 @@ pub(crate) fn parse_list(column: &str, text: &str) -> Result<Vec<String>, StoreE
 
 /// Reads a JSON array of subtask ids.
 pub(crate) fn parse_ids(column: &str, text: &str) -> Result<Vec<SubtaskId>, StoreError> {
-    parse_list(column, text)?.into_iter().map(|s| parse(column, &s)).collect()
+    parse_list(column, text)?
+        .into_iter()
+        .map(|s| parse(column, &s))
+        .collect()
 }
 
 /// Parses a column with `FromStr`, reporting the column on failure.

@@ -29,7 +29,9 @@ use troupe_core::store::{StoreError, Stores};
 ///
 /// `sqlite://troupe.db` is relative to the working directory; `sqlite:///var/lib/troupe.db` is absolute.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let rest = rest.split('?').next().unwrap_or(rest);
     (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
@@ -45,7 +47,8 @@ pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err(StoreError::Backend(
-            "PostgreSQL stores are not available in this build yet; use sqlite://PATH or memory".into(),
+            "PostgreSQL stores are not available in this build yet; use sqlite://PATH or memory"
+                .into(),
         ));
     }
     Err(StoreError::Backend(format!(
@@ -59,9 +62,18 @@ mod tests {
 
     #[test]
     fn sqlite_urls_name_files() {
-        assert_eq!(sqlite_path("sqlite://troupe.db"), Some(PathBuf::from("troupe.db")));
-        assert_eq!(sqlite_path("sqlite:///tmp/x.db"), Some(PathBuf::from("/tmp/x.db")));
-        assert_eq!(sqlite_path("sqlite:x.db?mode=rwc"), Some(PathBuf::from("x.db")));
+        assert_eq!(
+            sqlite_path("sqlite://troupe.db"),
+            Some(PathBuf::from("troupe.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///tmp/x.db"),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:x.db?mode=rwc"),
+            Some(PathBuf::from("x.db"))
+        );
         assert_eq!(sqlite_path("sqlite://"), None);
         assert_eq!(sqlite_path("postgres://x"), None);
     }

@@ -1,5 +1,8 @@
 //! The in-memory bus and store pass their conformance suites.
 
+// Test code: a failed expectation is meant to panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +14,17 @@ use troupe_testkit::conformance::store::StoreSuite;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bus_conforms() {
     let visibility_timeout = Duration::from_millis(200);
-    let suite = BusSuite { visibility_timeout, max_deliveries: 3 };
+    let suite = BusSuite {
+        visibility_timeout,
+        max_deliveries: 3,
+    };
     suite
         .run(|| async move {
-            let config = MemoryBusConfig { visibility_timeout, max_deliveries: 3, ..MemoryBusConfig::default() };
+            let config = MemoryBusConfig {
+                visibility_timeout,
+                max_deliveries: 3,
+                ..MemoryBusConfig::default()
+            };
             Arc::new(MemoryBus::new(config)) as Arc<dyn Bus>
         })
         .await;
@@ -22,5 +32,7 @@ async fn memory_bus_conforms() {
 
 #[tokio::test]
 async fn memory_store_conforms() {
-    StoreSuite.run(|| async { Stores::from_backend(Arc::new(MemoryStore::default())) }).await;
+    StoreSuite
+        .run(|| async { Stores::from_backend(Arc::new(MemoryStore::default())) })
+        .await;
 }

@@ -11,7 +11,11 @@ pub fn delay(config: &BackoffConfig, attempt: u32, retry_after: Option<Duration>
     let exponent = i32::try_from(attempt.saturating_sub(1)).unwrap_or(i32::MAX);
     let base = config.initial.as_secs_f64() * config.multiplier.powi(exponent);
     let capped = base.min(config.max.as_secs_f64());
-    let spread = if config.jitter > 0.0 { 1.0 + config.jitter * (fastrand::f64() * 2.0 - 1.0) } else { 1.0 };
+    let spread = if config.jitter > 0.0 {
+        1.0 + config.jitter * (fastrand::f64() * 2.0 - 1.0)
+    } else {
+        1.0
+    };
     let jittered = (capped * spread).clamp(0.0, config.max.as_secs_f64());
     let computed = Duration::try_from_secs_f64(jittered).unwrap_or(config.max);
     retry_after.map_or(computed, |r| r.max(computed))
@@ -31,13 +35,22 @@ mod tests {
         };
         let got: Vec<u128> = (1..=6).map(|a| delay(&c, a, None).as_millis()).collect();
         assert_eq!(got, vec![100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(delay(&c, 1, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(delay(&c, 3, Some(Duration::from_millis(10))), Duration::from_millis(400));
+        assert_eq!(
+            delay(&c, 1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            delay(&c, 3, Some(Duration::from_millis(10))),
+            Duration::from_millis(400)
+        );
     }
 
     #[test]
     fn jitter_stays_within_its_share() {
-        let c = BackoffConfig { jitter: 0.2, ..BackoffConfig::default() };
+        let c = BackoffConfig {
+            jitter: 0.2,
+            ..BackoffConfig::default()
+        };
         for _ in 0..1000 {
             let d = delay(&c, 1, None).as_secs_f64();
             assert!((0.16..=0.24).contains(&d), "{d}");

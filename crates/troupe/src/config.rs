@@ -142,7 +142,12 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(200), max: Duration::from_secs(10), multiplier: 2.0, jitter: 0.2 }
+        Self {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.2,
+        }
     }
 }
 
@@ -156,24 +161,51 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn at_least<T: PartialOrd + std::fmt::Display>(key: &'static str, v: T, min: T) -> Result<(), ConfigError> {
-    if v < min { Err(ConfigError { key, problem: format!("is {v}; it must be at least {min}") }) } else { Ok(()) }
+fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &'static str,
+    v: T,
+    min: T,
+) -> Result<(), ConfigError> {
+    if v < min {
+        Err(ConfigError {
+            key,
+            problem: format!("is {v}; it must be at least {min}"),
+        })
+    } else {
+        Ok(())
+    }
 }
 
 fn nonzero(key: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() { Err(ConfigError { key, problem: "must be longer than 0".into() }) } else { Ok(()) }
+    if d.is_zero() {
+        Err(ConfigError {
+            key,
+            problem: "must be longer than 0".into(),
+        })
+    } else {
+        Ok(())
+    }
 }
 
 impl BackoffConfig {
     fn validate(&self, prefix: &'static str) -> Result<(), ConfigError> {
         if !(self.multiplier >= 1.0 && self.multiplier <= 100.0) {
-            return Err(ConfigError { key: prefix, problem: format!("multiplier {} must be between 1 and 100", self.multiplier) });
+            return Err(ConfigError {
+                key: prefix,
+                problem: format!("multiplier {} must be between 1 and 100", self.multiplier),
+            });
         }
         if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(ConfigError { key: prefix, problem: format!("jitter {} must be between 0 and 1", self.jitter) });
+            return Err(ConfigError {
+                key: prefix,
+                problem: format!("jitter {} must be between 0 and 1", self.jitter),
+            });
         }
         if self.initial > self.max {
-            return Err(ConfigError { key: prefix, problem: "initial must not exceed max".into() });
+            return Err(ConfigError {
+                key: prefix,
+                problem: "initial must not exceed max".into(),
+            });
         }
         Ok(())
     }
@@ -186,13 +218,20 @@ impl TroupeConfig {
         at_least("orchestrator.max_plan_attempts", o.max_plan_attempts, 1)?;
         at_least("orchestrator.max_subtasks", o.max_subtasks, 1)?;
         if o.max_subtasks > 100 {
-            return Err(ConfigError { key: "orchestrator.max_subtasks", problem: format!("is {}; at most 100", o.max_subtasks) });
+            return Err(ConfigError {
+                key: "orchestrator.max_subtasks",
+                problem: format!("is {}; at most 100", o.max_subtasks),
+            });
         }
         at_least("orchestrator.max_attempts", o.max_attempts, 1)?;
         at_least("orchestrator.max_stalls", o.max_stalls, 1)?;
         nonzero("orchestrator.subtask_timeout", o.subtask_timeout)?;
         nonzero("orchestrator.task_timeout", o.task_timeout)?;
-        at_least("orchestrator.prompt_budget_chars", o.prompt_budget_chars, 1_000)?;
+        at_least(
+            "orchestrator.prompt_budget_chars",
+            o.prompt_budget_chars,
+            1_000,
+        )?;
         at_least("orchestrator.max_goal_chars", o.max_goal_chars, 1)?;
         o.retry.validate("orchestrator.retry")?;
         let w = &self.workers;
@@ -206,7 +245,10 @@ impl TroupeConfig {
         if let Some(t) = l.temperature
             && !(0.0..=2.0).contains(&t)
         {
-            return Err(ConfigError { key: "llm.temperature", problem: format!("is {t}; it must be between 0 and 2") });
+            return Err(ConfigError {
+                key: "llm.temperature",
+                problem: format!("is {t}; it must be between 0 and 2"),
+            });
         }
         Ok(())
     }
@@ -221,15 +263,23 @@ pub mod duration {
     /// Parses `250ms`, `1.5s`, `30s`, `5m`, `2h` or `30` (seconds).
     pub fn parse(text: &str) -> Result<Duration, String> {
         let t = text.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
-        let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m"))?;
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m"))?;
         let secs = match unit.trim() {
             "ms" => value / 1000.0,
             "" | "s" => value,
             "m" | "min" => value * 60.0,
             "h" => value * 3600.0,
-            other => return Err(format!("unknown unit {other:?} in {text:?}; use ms, s, m or h")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+                ));
+            }
         };
         Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
     }
@@ -237,11 +287,11 @@ pub mod duration {
     /// Writes the shortest exact form.
     pub fn format(d: Duration) -> String {
         let ms = d.as_millis();
-        if ms % 3_600_000 == 0 && ms > 0 {
+        if ms.is_multiple_of(3_600_000) && ms > 0 {
             format!("{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 && ms > 0 {
+        } else if ms.is_multiple_of(60_000) && ms > 0 {
             format!("{}m", ms / 60_000)
-        } else if ms % 1000 == 0 {
+        } else if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
             format!("{ms}ms")
@@ -282,8 +332,14 @@ mod tests {
 
     #[test]
     fn durations_parse() {
-        assert_eq!(duration::parse("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(duration::parse("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            duration::parse("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            duration::parse("1.5s").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(duration::parse("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(duration::parse("30").unwrap(), Duration::from_secs(30));
         assert!(duration::parse("5 parsecs").is_err());
@@ -294,7 +350,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_bounds_are_refused() {
-        let unknown = serde_json::from_str::<TroupeConfig>(r#"{"orchestrator": {"max_atempts": 3}}"#);
+        let unknown =
+            serde_json::from_str::<TroupeConfig>(r#"{"orchestrator": {"max_atempts": 3}}"#);
         assert!(unknown.unwrap_err().to_string().contains("max_atempts"));
         let mut c = TroupeConfig::default();
         c.orchestrator.max_attempts = 0;

@@ -20,11 +20,16 @@ pub(crate) struct CallOutcome {
 }
 
 /// Sends `request`, retrying what is worth retrying.
-pub(crate) async fn call(llm: &dyn LlmProvider, config: &LlmCallConfig, request: ChatRequest) -> CallOutcome {
+pub(crate) async fn call(
+    llm: &dyn LlmProvider,
+    config: &LlmCallConfig,
+    request: ChatRequest,
+) -> CallOutcome {
     let mut retried = Vec::new();
     let mut attempt = 1;
     loop {
-        let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone())).await {
+        let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone())).await
+        {
             Ok(result) => result,
             Err(_) => Err(LlmError::Timeout(config.timeout)),
         };
@@ -73,7 +78,10 @@ where
             Err(LlmError::ContextLength { .. }) if shrinkable && shrinks < MAX_SHRINKS => {
                 shrinks += 1;
                 budget /= 2;
-                tracing::info!(budget, "prompt too long for the model; shortening the results in it");
+                tracing::info!(
+                    budget,
+                    "prompt too long for the model; shortening the results in it"
+                );
             }
             result => return CallOutcome { result, retried },
         }

@@ -10,7 +10,11 @@ use troupe_core::role::{BuiltinRole, RoleInfo};
 use troupe_core::task::SubtaskStatus;
 
 /// The orchestrator's system prompt for planning.
-pub(crate) fn plan_system(roles: &[RoleInfo], max_subtasks: usize, schema: &serde_json::Value) -> String {
+pub(crate) fn plan_system(
+    roles: &[RoleInfo],
+    max_subtasks: usize,
+    schema: &serde_json::Value,
+) -> String {
     let mut workers = String::new();
     for r in roles {
         let _ = writeln!(workers, "- {}: {}", r.role, r.description);
@@ -51,14 +55,26 @@ pub(crate) fn plan_repair(rejection: &PlanRejection) -> String {
 /// The message asking for a new plan after the current one failed.
 pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> String {
     let record = ledger.record();
-    let mut text = format!("Goal: {}\n\nThe current plan cannot finish: {reason}\n", record.goal);
-    let failed: Vec<_> =
-        ledger.current().filter(|s| s.status == SubtaskStatus::Failed || s.last_error.is_some()).collect();
+    let mut text = format!(
+        "Goal: {}\n\nThe current plan cannot finish: {reason}\n",
+        record.goal
+    );
+    let failed: Vec<_> = ledger
+        .current()
+        .filter(|s| s.status == SubtaskStatus::Failed || s.last_error.is_some())
+        .collect();
     if !failed.is_empty() {
         text.push_str("\nWhat went wrong:\n");
         for s in failed {
             let error = s.last_error.as_deref().unwrap_or("unknown error");
-            let _ = writeln!(text, "- {} ({}) after {} attempt(s): {}", s.id, s.role, s.attempts, clip(error, 500));
+            let _ = writeln!(
+                text,
+                "- {} ({}) after {} attempt(s): {}",
+                s.id,
+                s.role,
+                s.attempts,
+                clip(error, 500)
+            );
         }
     }
     let completed: Vec<_> = ledger.completed().collect();
@@ -69,7 +85,14 @@ pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> S
         let share = budget / completed.len().max(1) / 2;
         for s in completed {
             let result = s.result.as_deref().unwrap_or_default();
-            let _ = writeln!(text, "- {} ({}) {}: {}", s.id, s.role, s.title, clip(result, share.max(200)));
+            let _ = writeln!(
+                text,
+                "- {} ({}) {}: {}",
+                s.id,
+                s.role,
+                s.title,
+                clip(result, share.max(200))
+            );
         }
     }
     if !record.facts.is_empty() {
@@ -78,7 +101,11 @@ pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> S
             let _ = writeln!(text, "- {f}");
         }
     }
-    let mut used: Vec<String> = ledger.used_ids().into_iter().map(|i| i.to_string()).collect();
+    let mut used: Vec<String> = ledger
+        .used_ids()
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect();
     used.sort();
     let _ = write!(
         text,
@@ -140,7 +167,9 @@ result only.",
             info.role, info.description
         )
     } else {
-        format!("{framing} You are one worker of a team; reply with the result of your subtask only.")
+        format!(
+            "{framing} You are one worker of a team; reply with the result of your subtask only."
+        )
     }
 }
 
@@ -156,7 +185,10 @@ pub(crate) struct WorkPrompt<'a> {
 
 /// A worker's task prompt, with dependency results fitted into `budget` characters.
 pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
-    let mut text = format!("Goal of the whole team: {}\n\nYour subtask ({})", p.goal, p.subtask_id);
+    let mut text = format!(
+        "Goal of the whole team: {}\n\nYour subtask ({})",
+        p.goal, p.subtask_id
+    );
     if !p.title.is_empty() {
         let _ = write!(text, ": {}", p.title);
     }
@@ -178,8 +210,11 @@ pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
 /// Appends results as sections, each clipped to an equal share of `budget`
 /// (a share unused by a short result goes to the longer ones).
 fn append_results(text: &mut String, results: &[DependencyResult], budget: usize) {
-    let mut lengths: Vec<(usize, usize)> =
-        results.iter().enumerate().map(|(i, r)| (r.result.chars().count(), i)).collect();
+    let mut lengths: Vec<(usize, usize)> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.result.chars().count(), i))
+        .collect();
     lengths.sort_unstable();
     let mut limits = vec![0; results.len()];
     let mut left = budget;
@@ -190,8 +225,18 @@ fn append_results(text: &mut String, results: &[DependencyResult], budget: usize
         left -= take;
     }
     for (r, limit) in results.iter().zip(limits) {
-        let title = if r.title.is_empty() { String::new() } else { format!(" {}", r.title) };
-        let _ = write!(text, "\n### {} ({}){title}\n{}\n", r.id, r.role, clip(&r.result, limit));
+        let title = if r.title.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", r.title)
+        };
+        let _ = write!(
+            text,
+            "\n### {} ({}){title}\n{}\n",
+            r.id,
+            r.role,
+            clip(&r.result, limit)
+        );
     }
 }
 
@@ -223,7 +268,11 @@ mod tests {
     #[test]
     fn results_share_the_budget_and_short_ones_are_whole() {
         let mut text = String::new();
-        append_results(&mut text, &[dep("a", 100), dep("b", 10_000), dep("c", 10_000)], 3_000);
+        append_results(
+            &mut text,
+            &[dep("a", 100), dep("b", 10_000), dep("c", 10_000)],
+            3_000,
+        );
         let sections: Vec<&str> = text.split("### ").skip(1).collect();
         assert!(sections[0].contains(&"x".repeat(100)));
         assert!(!sections[0].contains("truncated"));
@@ -246,7 +295,10 @@ mod tests {
         let text = worker_user(&p, 1000);
         assert!(text.contains("\nInstruction: do it\n"));
         assert!(text.contains("### s1 (researcher)"));
-        let custom = RoleInfo { role: Role::new("translator").unwrap(), description: "translate text".into() };
+        let custom = RoleInfo {
+            role: Role::new("translator").unwrap(),
+            description: "translate text".into(),
+        };
         assert!(worker_system(&custom).contains("you translate text"));
     }
 }

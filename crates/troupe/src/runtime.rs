@@ -53,7 +53,10 @@ pub struct Troupe {
 
 impl std::fmt::Debug for Troupe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Troupe").field("agent", &self.agent).field("roles", &self.roles).finish_non_exhaustive()
+        f.debug_struct("Troupe")
+            .field("agent", &self.agent)
+            .field("roles", &self.roles)
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,7 +167,9 @@ impl Default for TroupeBuilder {
 
 impl std::fmt::Debug for TroupeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TroupeBuilder").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("TroupeBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,8 +206,19 @@ impl TroupeBuilder {
 
     /// Adds a role served by your worker; the planner sees `description`. A
     /// built-in role of the same name is replaced.
-    pub fn worker(mut self, role: Role, description: impl Into<String>, worker: impl Worker + 'static) -> Self {
-        self.custom.push((RoleInfo { role, description: description.into() }, Arc::new(worker)));
+    pub fn worker(
+        mut self,
+        role: Role,
+        description: impl Into<String>,
+        worker: impl Worker + 'static,
+    ) -> Self {
+        self.custom.push((
+            RoleInfo {
+                role,
+                description: description.into(),
+            },
+            Arc::new(worker),
+        ));
         self
     }
 
@@ -221,14 +237,19 @@ impl TroupeBuilder {
     /// Starts the orchestrator and the workers.
     pub async fn build(self) -> Result<Troupe, TroupeError> {
         self.config.validate()?;
-        let llm = self.llm.ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
+        let llm = self
+            .llm
+            .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
         let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
         let stores = self.stores.unwrap_or_else(Stores::memory);
 
         let mut workers: Vec<(RoleInfo, Arc<dyn Worker>)> = Vec::new();
         for (info, worker) in self.custom {
             if workers.iter().any(|(r, _)| r.role == info.role) {
-                return Err(TroupeError::Setup(format!("role {} has two workers", info.role)));
+                return Err(TroupeError::Setup(format!(
+                    "role {} has two workers",
+                    info.role
+                )));
             }
             workers.push((info, worker));
         }
@@ -244,7 +265,9 @@ impl TroupeBuilder {
         let roles: Vec<RoleInfo> = workers.iter().map(|(info, _)| info.clone()).collect();
         let planner = Planner::new(roles.clone(), self.config.orchestrator.max_subtasks)?;
 
-        let agent = self.agent.unwrap_or_else(|| AgentId::unique("orchestrator"));
+        let agent = self
+            .agent
+            .unwrap_or_else(|| AgentId::unique("orchestrator"));
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let recorder = Recorder::new(agent.clone(), stores.progress.clone(), events);
         let shutdown = CancellationToken::new();
@@ -275,6 +298,14 @@ impl TroupeBuilder {
             }
         }
         tracing::info!(agent_id = %agent, bus = bus.name(), roles = roles.len(), workers = handles.len(), "troupe started");
-        Ok(Troupe { orchestrator, workers: handles, shutdown, stores, recorder, roles, agent })
+        Ok(Troupe {
+            orchestrator,
+            workers: handles,
+            shutdown,
+            stores,
+            recorder,
+            roles,
+            agent,
+        })
     }
 }

@@ -105,7 +105,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl MemoryBus {
     /// A bus with these settings.
     pub fn new(config: MemoryBusConfig) -> Self {
-        Self { shared: Arc::new(Shared { config, ..Shared::default() }) }
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                ..Shared::default()
+            }),
+        }
     }
 
     /// The bus's settings.
@@ -136,7 +141,10 @@ impl Bus for MemoryBus {
         let state = topics.entry(topic.to_owned()).or_default();
         if state.groups.is_empty() {
             if state.backlog.len() >= max {
-                return Err(BusError::Full { topic: topic.to_owned(), len: state.backlog.len() });
+                return Err(BusError::Full {
+                    topic: topic.to_owned(),
+                    len: state.backlog.len(),
+                });
             }
             state.backlog.push_back(envelope);
             return Ok(());
@@ -144,11 +152,17 @@ impl Bus for MemoryBus {
         for group in state.groups.values() {
             let len = lock(&group.state).ready.len();
             if len >= max {
-                return Err(BusError::Full { topic: topic.to_owned(), len });
+                return Err(BusError::Full {
+                    topic: topic.to_owned(),
+                    len,
+                });
             }
         }
         for group in state.groups.values() {
-            lock(&group.state).ready.push_back(Queued { envelope: envelope.clone(), deliveries: 0 });
+            lock(&group.state).ready.push_back(Queued {
+                envelope: envelope.clone(),
+                deliveries: 0,
+            });
             group.notify.notify_one();
         }
         Ok(())
@@ -161,7 +175,9 @@ impl Bus for MemoryBus {
         _consumer: &AgentId,
     ) -> Result<Box<dyn Subscription>, BusError> {
         if topic.is_empty() || group.is_empty() {
-            return Err(BusError::Invalid("topic and group names must not be empty".into()));
+            return Err(BusError::Invalid(
+                "topic and group names must not be empty".into(),
+            ));
         }
         let mut topics = lock(&self.shared.topics);
         let state = topics.entry(topic.to_owned()).or_default();
@@ -179,17 +195,26 @@ impl Bus for MemoryBus {
                 let backlog = std::mem::take(&mut state.backlog);
                 lock(&g.state)
                     .ready
-                    .extend(backlog.into_iter().map(|envelope| Queued { envelope, deliveries: 0 }));
+                    .extend(backlog.into_iter().map(|envelope| Queued {
+                        envelope,
+                        deliveries: 0,
+                    }));
                 state.groups.insert(group.to_owned(), g.clone());
                 g
             }
         };
-        Ok(Box::new(MemorySubscription { group, shared: self.shared.clone() }))
+        Ok(Box::new(MemorySubscription {
+            group,
+            shared: self.shared.clone(),
+        }))
     }
 
     async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
         let topics = lock(&self.shared.topics);
-        Ok(topics.get(topic).map(|t| lock(&t.dead).iter().cloned().collect()).unwrap_or_default())
+        Ok(topics
+            .get(topic)
+            .map(|t| lock(&t.dead).iter().cloned().collect())
+            .unwrap_or_default())
     }
 }
 
@@ -215,13 +240,28 @@ impl Subscription for MemorySubscription {
                     let deadline = now + self.group.config.visibility_timeout;
                     let envelope = (*queued.envelope).clone();
                     state.deadlines.insert((deadline, tag));
-                    state.pending.insert(tag, Pending { envelope: queued.envelope, deliveries, deadline });
+                    state.pending.insert(
+                        tag,
+                        Pending {
+                            envelope: queued.envelope,
+                            deliveries,
+                            deadline,
+                        },
+                    );
                     // Another consumer may be waiting and there may be more to take.
                     if !state.ready.is_empty() {
                         self.group.notify.notify_one();
                     }
-                    let acker = MemoryAck { group: self.group.clone(), tag };
-                    return Ok(Delivery::new(envelope, deliveries, self.group.topic.clone(), Box::new(acker)));
+                    let acker = MemoryAck {
+                        group: self.group.clone(),
+                        tag,
+                    };
+                    return Ok(Delivery::new(
+                        envelope,
+                        deliveries,
+                        self.group.topic.clone(),
+                        Box::new(acker),
+                    ));
                 }
                 state.deadlines.first().map(|(at, _)| *at)
             };
@@ -258,7 +298,10 @@ impl Group {
             let reason = format!("{why} after {} deliveries", p.deliveries);
             self.bury(&p, &reason);
         } else {
-            state.ready.push_front(Queued { envelope: p.envelope, deliveries: p.deliveries });
+            state.ready.push_front(Queued {
+                envelope: p.envelope,
+                deliveries: p.deliveries,
+            });
         }
     }
 
@@ -302,7 +345,8 @@ impl Acknowledger for MemoryAck {
     async fn nack(&self) -> Result<(), BusError> {
         let mut state = lock(&self.group.state);
         if let Some(p) = self.group.take_pending(&mut state, self.tag) {
-            self.group.requeue(&mut state, p, "given back by its consumer");
+            self.group
+                .requeue(&mut state, p, "given back by its consumer");
             self.group.notify.notify_one();
         }
         Ok(())
@@ -387,7 +431,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_refuses_more() {
-        let bus = MemoryBus::new(MemoryBusConfig { max_queue_len: 2, ..MemoryBusConfig::default() });
+        let bus = MemoryBus::new(MemoryBusConfig {
+            max_queue_len: 2,
+            ..MemoryBusConfig::default()
+        });
         bus.publish("t", msg(1)).await.unwrap();
         bus.publish("t", msg(2)).await.unwrap();
         let err = bus.publish("t", msg(3)).await.unwrap_err();

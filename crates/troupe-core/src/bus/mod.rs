@@ -122,7 +122,12 @@ impl Delivery {
         topic: Arc<str>,
         acker: Box<dyn Acknowledger>,
     ) -> Self {
-        Self { envelope, delivery_count, topic, acker }
+        Self {
+            envelope,
+            delivery_count,
+            topic,
+            acker,
+        }
     }
 
     /// The message is handled: remove it for good. Acking a delivery that

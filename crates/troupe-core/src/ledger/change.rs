@@ -80,15 +80,17 @@ impl SubtaskChange {
         const PENDING: &[SubtaskStatus] = &[SubtaskStatus::Pending];
         const DISPATCHED: &[SubtaskStatus] = &[SubtaskStatus::Dispatched];
         const IN_FLIGHT: &[SubtaskStatus] = &[SubtaskStatus::Dispatched, SubtaskStatus::Running];
-        const OPEN: &[SubtaskStatus] =
-            &[SubtaskStatus::Pending, SubtaskStatus::Dispatched, SubtaskStatus::Running];
+        const OPEN: &[SubtaskStatus] = &[
+            SubtaskStatus::Pending,
+            SubtaskStatus::Dispatched,
+            SubtaskStatus::Running,
+        ];
         match self {
             SubtaskChange::Dispatched { attempt: 0 } => (&[], None),
             SubtaskChange::Dispatched { attempt } => (PENDING, Some(attempt - 1)),
             SubtaskChange::Started { attempt, .. } => (DISPATCHED, Some(*attempt)),
-            SubtaskChange::Completed { attempt, .. } | SubtaskChange::AttemptFailed { attempt, .. } => {
-                (IN_FLIGHT, Some(*attempt))
-            }
+            SubtaskChange::Completed { attempt, .. }
+            | SubtaskChange::AttemptFailed { attempt, .. } => (IN_FLIGHT, Some(*attempt)),
             SubtaskChange::Superseded | SubtaskChange::Cancelled => (OPEN, None),
         }
     }
@@ -161,8 +163,16 @@ mod tests {
     #[test]
     fn a_result_applies_once() {
         let mut s = subtask();
-        assert!(SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s).changed());
-        let done = SubtaskChange::Completed { attempt: 1, agent: agent(), result: "ok".into() };
+        assert!(
+            SubtaskChange::Dispatched { attempt: 1 }
+                .apply(&mut s)
+                .changed()
+        );
+        let done = SubtaskChange::Completed {
+            attempt: 1,
+            agent: agent(),
+            result: "ok".into(),
+        };
         assert!(done.apply(&mut s).changed());
         let before = s.clone();
         assert_eq!(done.apply(&mut s), Applied::Unchanged);
@@ -173,11 +183,23 @@ mod tests {
     fn a_stale_attempt_is_ignored() {
         let mut s = subtask();
         SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s);
-        let failed = SubtaskChange::AttemptFailed { attempt: 1, error: "timeout".into(), retry: true };
+        let failed = SubtaskChange::AttemptFailed {
+            attempt: 1,
+            error: "timeout".into(),
+            retry: true,
+        };
         assert!(failed.apply(&mut s).changed());
         assert_eq!(s.status, SubtaskStatus::Pending);
-        assert!(SubtaskChange::Dispatched { attempt: 2 }.apply(&mut s).changed());
-        let late = SubtaskChange::Completed { attempt: 1, agent: agent(), result: "late".into() };
+        assert!(
+            SubtaskChange::Dispatched { attempt: 2 }
+                .apply(&mut s)
+                .changed()
+        );
+        let late = SubtaskChange::Completed {
+            attempt: 1,
+            agent: agent(),
+            result: "late".into(),
+        };
         assert_eq!(late.apply(&mut s), Applied::Unchanged);
         assert_eq!(s.result, None);
         assert_eq!(s.attempts, 2);
@@ -186,17 +208,35 @@ mod tests {
     #[test]
     fn dispatch_needs_the_next_attempt_number() {
         let mut s = subtask();
-        assert_eq!(SubtaskChange::Dispatched { attempt: 0 }.apply(&mut s), Applied::Unchanged);
-        assert_eq!(SubtaskChange::Dispatched { attempt: 2 }.apply(&mut s), Applied::Unchanged);
-        assert!(SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s).changed());
-        assert_eq!(SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s), Applied::Unchanged);
+        assert_eq!(
+            SubtaskChange::Dispatched { attempt: 0 }.apply(&mut s),
+            Applied::Unchanged
+        );
+        assert_eq!(
+            SubtaskChange::Dispatched { attempt: 2 }.apply(&mut s),
+            Applied::Unchanged
+        );
+        assert!(
+            SubtaskChange::Dispatched { attempt: 1 }
+                .apply(&mut s)
+                .changed()
+        );
+        assert_eq!(
+            SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s),
+            Applied::Unchanged
+        );
     }
 
     #[test]
     fn terminal_subtasks_do_not_move() {
         let mut s = subtask();
         SubtaskChange::Dispatched { attempt: 1 }.apply(&mut s);
-        SubtaskChange::AttemptFailed { attempt: 1, error: "bad".into(), retry: false }.apply(&mut s);
+        SubtaskChange::AttemptFailed {
+            attempt: 1,
+            error: "bad".into(),
+            retry: false,
+        }
+        .apply(&mut s);
         assert_eq!(s.status, SubtaskStatus::Failed);
         assert_eq!(SubtaskChange::Superseded.apply(&mut s), Applied::Unchanged);
         assert_eq!(SubtaskChange::Cancelled.apply(&mut s), Applied::Unchanged);

@@ -158,7 +158,12 @@ pub struct NewProgressEntry {
 
 impl NewProgressEntry {
     /// An entry about the task as a whole, stamped now.
-    pub fn task(task_id: TaskId, agent: &AgentId, event: EventKind, detail: impl Into<String>) -> Self {
+    pub fn task(
+        task_id: TaskId,
+        agent: &AgentId,
+        event: EventKind,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             task_id,
             at: crate::time::now(),

@@ -131,24 +131,30 @@ impl TaskLedger {
         for fact in &plan.facts {
             self.add_fact(fact.clone());
         }
-        self.record.subtasks.extend(plan.subtasks.iter().map(|step| SubtaskRecord {
-            id: step.id.clone(),
-            revision,
-            role: step.role.clone(),
-            title: step.title.clone(),
-            instruction: step.instruction.clone(),
-            depends_on: step.depends_on.clone(),
-            status: SubtaskStatus::Pending,
-            attempts: 0,
-            result: None,
-            last_error: None,
-            agent: None,
-        }));
+        self.record
+            .subtasks
+            .extend(plan.subtasks.iter().map(|step| SubtaskRecord {
+                id: step.id.clone(),
+                revision,
+                role: step.role.clone(),
+                title: step.title.clone(),
+                instruction: step.instruction.clone(),
+                depends_on: step.depends_on.clone(),
+                status: SubtaskStatus::Pending,
+                attempts: 0,
+                result: None,
+                last_error: None,
+                agent: None,
+            }));
         superseded
     }
 
     /// Applies a guarded change to one subtask.
-    pub fn apply(&mut self, id: &SubtaskId, change: &SubtaskChange) -> Result<Applied, LedgerError> {
+    pub fn apply(
+        &mut self,
+        id: &SubtaskId,
+        change: &SubtaskChange,
+    ) -> Result<Applied, LedgerError> {
         let subtask = self
             .record
             .subtasks
@@ -166,7 +172,10 @@ impl TaskLedger {
     /// The subtasks of the current plan revision, in plan order.
     pub fn current(&self) -> impl Iterator<Item = &SubtaskRecord> {
         let revision = self.record.plan_revision;
-        self.record.subtasks.iter().filter(move |s| s.revision == revision)
+        self.record
+            .subtasks
+            .iter()
+            .filter(move |s| s.revision == revision)
     }
 
     /// Pending subtasks of the current plan whose dependencies are all completed.
@@ -175,7 +184,9 @@ impl TaskLedger {
             .filter(|s| s.status == SubtaskStatus::Pending)
             .filter(|s| {
                 s.depends_on.iter().all(|d| {
-                    self.record.subtask(d).is_some_and(|d| d.status == SubtaskStatus::Completed)
+                    self.record
+                        .subtask(d)
+                        .is_some_and(|d| d.status == SubtaskStatus::Completed)
                 })
             })
             .map(|s| s.id.clone())
@@ -200,7 +211,10 @@ impl TaskLedger {
 
     /// Every completed subtask of any revision, in plan order: what the final answer is made of.
     pub fn completed(&self) -> impl Iterator<Item = &SubtaskRecord> {
-        self.record.subtasks.iter().filter(|s| s.status == SubtaskStatus::Completed)
+        self.record
+            .subtasks
+            .iter()
+            .filter(|s| s.status == SubtaskStatus::Completed)
     }
 
     /// Ids a new plan may not reuse: every subtask id the task has had.
@@ -248,7 +262,9 @@ mod tests {
 
     fn complete(ledger: &mut TaskLedger, id: &str) {
         let attempt = ledger.subtask(&sid(id)).unwrap().attempts + 1;
-        ledger.apply(&sid(id), &SubtaskChange::Dispatched { attempt }).unwrap();
+        ledger
+            .apply(&sid(id), &SubtaskChange::Dispatched { attempt })
+            .unwrap();
         let done = SubtaskChange::Completed {
             attempt,
             agent: AgentId::new("a-1").unwrap(),
@@ -282,7 +298,10 @@ mod tests {
     #[test]
     fn a_replan_supersedes_open_work_and_keeps_results() {
         let mut l = ledger();
-        l.install_plan(&Plan { facts: vec!["f".into()], subtasks: vec![step("a", &[]), step("b", &["a"])] });
+        l.install_plan(&Plan {
+            facts: vec!["f".into()],
+            subtasks: vec![step("a", &[]), step("b", &["a"])],
+        });
         complete(&mut l, "a");
         let superseded = l.install_plan(&Plan {
             facts: vec!["f".into(), "g".into()],
@@ -291,7 +310,10 @@ mod tests {
         assert_eq!(superseded, vec![sid("b")]);
         assert_eq!(l.record().plan_revision, 1);
         assert_eq!(l.record().facts, vec!["f".to_owned(), "g".to_owned()]);
-        assert_eq!(l.subtask(&sid("b")).unwrap().status, SubtaskStatus::Superseded);
+        assert_eq!(
+            l.subtask(&sid("b")).unwrap().status,
+            SubtaskStatus::Superseded
+        );
         assert_eq!(l.ready(), vec![sid("b2")]);
         assert_eq!(l.used_ids().len(), 3);
         assert_eq!(l.completed_ids(), HashSet::from([sid("a")]));

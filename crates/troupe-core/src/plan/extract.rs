@@ -81,7 +81,9 @@ pub fn extract_json(text: &str) -> Result<Value, ExtractError> {
     }
     match (best, first_error) {
         (Some((_, v)), _) => Ok(v),
-        (None, _) if unclosed && !text.trim_end().ends_with(['}', ']']) => Err(ExtractError::Truncated),
+        (None, _) if unclosed && !text.trim_end().ends_with(['}', ']']) => {
+            Err(ExtractError::Truncated)
+        }
         (None, Some(e)) => Err(ExtractError::Invalid(e)),
         (None, None) if unclosed => Err(ExtractError::Truncated),
         (None, None) => Err(ExtractError::NoJson),
@@ -98,7 +100,9 @@ fn keep_largest(best: &mut Option<(usize, Value)>, len: usize, v: Value) {
 }
 
 fn parse_structured(text: &str) -> Option<Value> {
-    serde_json::from_str::<Value>(text.trim()).ok().filter(|v| v.is_object() || v.is_array())
+    serde_json::from_str::<Value>(text.trim())
+        .ok()
+        .filter(|v| v.is_object() || v.is_array())
 }
 
 /// The contents of each ```` ``` ```` fenced block, without the language tag.
@@ -249,7 +253,10 @@ mod tests {
     #[test]
     fn the_largest_candidate_wins() {
         let text = "first {\"a\": 1} then {\"subtasks\": [{\"id\": \"s1\"}]}";
-        assert_eq!(extract_json(text).unwrap(), json!({"subtasks": [{"id": "s1"}]}));
+        assert_eq!(
+            extract_json(text).unwrap(),
+            json!({"subtasks": [{"id": "s1"}]})
+        );
     }
 
     #[test]
@@ -263,8 +270,14 @@ mod tests {
     fn failures_say_why() {
         assert_eq!(extract_json("  "), Err(ExtractError::Empty));
         assert_eq!(extract_json("no json here"), Err(ExtractError::NoJson));
-        assert_eq!(extract_json("{\"subtasks\": [{\"id\": \"s1\""), Err(ExtractError::Truncated));
-        assert!(matches!(extract_json("{\"a\": nope}"), Err(ExtractError::Invalid(_))));
+        assert_eq!(
+            extract_json("{\"subtasks\": [{\"id\": \"s1\""),
+            Err(ExtractError::Truncated)
+        );
+        assert!(matches!(
+            extract_json("{\"a\": nope}"),
+            Err(ExtractError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub struct Problem {
 
 impl Problem {
     pub(crate) fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -64,7 +67,9 @@ impl fmt::Display for PlanRejection {
 
 impl PlanRejection {
     fn one(message: impl Into<String>) -> Self {
-        Self { problems: vec![Problem::at("", message)] }
+        Self {
+            problems: vec![Problem::at("", message)],
+        }
     }
 }
 
@@ -128,9 +133,14 @@ impl PlanParser {
             return Err(PlanParserError::NoSubtasks);
         }
         let schema = plan_schema(&roles, max_subtasks);
-        let validator =
-            jsonschema::validator_for(&schema).map_err(|e| PlanParserError::Schema(e.to_string()))?;
-        Ok(Self { roles, max_subtasks, schema, validator })
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| PlanParserError::Schema(e.to_string()))?;
+        Ok(Self {
+            roles,
+            max_subtasks,
+            schema,
+            validator,
+        })
     }
 
     /// The JSON schema of a plan, with the role names and the size limit filled in.
@@ -255,7 +265,12 @@ fn normalise_step(fields: &mut Map<String, Value>) {
             fields.insert((*name).to_owned(), v);
         }
     }
-    fields.retain(|k, _| matches!(k.as_str(), "id" | "role" | "title" | "instruction" | "depends_on"));
+    fields.retain(|k, _| {
+        matches!(
+            k.as_str(),
+            "id" | "role" | "title" | "instruction" | "depends_on"
+        )
+    });
     if let Some(id) = fields.get_mut("id") {
         *id = id_string(id);
     }
@@ -323,7 +338,9 @@ mod tests {
 
     #[test]
     fn the_example_plan_is_valid() {
-        let plan = parser().parse(&crate::plan::example_plan_json(), &PlanContext::default()).unwrap();
+        let plan = parser()
+            .parse(&crate::plan::example_plan_json(), &PlanContext::default())
+            .unwrap();
         assert_eq!(plan.subtasks.len(), 3);
         assert_eq!(plan.facts.len(), 2);
         assert_eq!(plan.subtasks[2].depends_on.len(), 2);
@@ -338,14 +355,23 @@ mod tests {
         ]}, "notes": "x"}"#;
         let plan = parser().parse(reply, &PlanContext::default()).unwrap();
         assert_eq!(plan.subtasks[0].role.as_str(), "coder");
-        assert_eq!(plan.subtasks[1].depends_on, vec![SubtaskId::new("1").unwrap()]);
+        assert_eq!(
+            plan.subtasks[1].depends_on,
+            vec![SubtaskId::new("1").unwrap()]
+        );
     }
 
     #[test]
     fn schema_violations_are_listed_with_their_paths() {
         let found = problems(r#"{"subtasks": [{"id": "a b", "role": "chef"}]}"#);
-        assert!(found.iter().any(|p| p.starts_with("/subtasks/0/id")), "{found:?}");
-        assert!(found.iter().any(|p| p.starts_with("/subtasks/0/role")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.starts_with("/subtasks/0/id")),
+            "{found:?}"
+        );
+        assert!(
+            found.iter().any(|p| p.starts_with("/subtasks/0/role")),
+            "{found:?}"
+        );
         assert!(found.iter().any(|p| p.contains("instruction")), "{found:?}");
     }
 
@@ -354,15 +380,26 @@ mod tests {
         let dup = r#"[{"id": "a", "role": "coder", "instruction": "x"},
                       {"id": "a", "role": "coder", "instruction": "y", "depends_on": ["zz"]}]"#;
         let found = problems(dup);
-        assert!(found.iter().any(|p| p.contains("more than one")), "{found:?}");
-        assert!(found.iter().any(|p| p.contains("\"zz\", which is not in the plan")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.contains("more than one")),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p.contains("\"zz\", which is not in the plan")),
+            "{found:?}"
+        );
 
         let cycle = r#"[{"id": "a", "role": "coder", "instruction": "x", "depends_on": ["c"]},
                         {"id": "b", "role": "coder", "instruction": "y", "depends_on": ["a"]},
                         {"id": "c", "role": "coder", "instruction": "z", "depends_on": ["b"]},
                         {"id": "d", "role": "coder", "instruction": "w"}]"#;
         let found = problems(cycle);
-        assert_eq!(found, vec!["/subtasks: these subtasks depend on each other in a cycle: a, b, c"]);
+        assert_eq!(
+            found,
+            vec!["/subtasks: these subtasks depend on each other in a cycle: a, b, c"]
+        );
 
         let selfdep = r#"[{"id": "a", "role": "coder", "instruction": "x", "depends_on": ["a"]}]"#;
         assert!(problems(selfdep)[0].contains("depends on itself"));
@@ -374,7 +411,10 @@ mod tests {
             .map(|i| json!({"id": format!("s{i}"), "role": "writer", "instruction": "x"}))
             .collect();
         let found = problems(&Value::Array(big).to_string());
-        assert!(found.iter().any(|p| p.starts_with("/subtasks")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.starts_with("/subtasks")),
+            "{found:?}"
+        );
         assert!(!problems(r#"{"subtasks": []}"#).is_empty());
         assert!(!problems("[]").is_empty());
         assert!(!problems("Sorry, I cannot help with that.").is_empty());
@@ -390,14 +430,23 @@ mod tests {
         let ok = r#"[{"id": "r1", "role": "writer", "instruction": "x", "depends_on": ["s1"]}]"#;
         assert!(p.parse(ok, &ctx).is_ok());
         let reuse = r#"[{"id": "s2", "role": "writer", "instruction": "x"}]"#;
-        assert!(p.parse(reuse, &ctx).unwrap_err().to_string().contains("earlier plan"));
-        let failed_dep = r#"[{"id": "r1", "role": "writer", "instruction": "x", "depends_on": ["s2"]}]"#;
+        assert!(
+            p.parse(reuse, &ctx)
+                .unwrap_err()
+                .to_string()
+                .contains("earlier plan")
+        );
+        let failed_dep =
+            r#"[{"id": "r1", "role": "writer", "instruction": "x", "depends_on": ["s2"]}]"#;
         assert!(p.parse(failed_dep, &ctx).is_err());
     }
 
     #[test]
     fn parser_needs_roles() {
-        assert!(matches!(PlanParser::new(vec![], 3), Err(PlanParserError::NoRoles)));
+        assert!(matches!(
+            PlanParser::new(vec![], 3),
+            Err(PlanParserError::NoRoles)
+        ));
         assert!(matches!(
             PlanParser::new(vec![BuiltinRole::Coder.into()], 0),
             Err(PlanParserError::NoSubtasks)

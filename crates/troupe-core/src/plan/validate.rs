@@ -17,12 +17,18 @@ pub fn check_draft(
 ) -> Result<Plan, Vec<Problem>> {
     let mut problems = Vec::new();
     if draft.subtasks.is_empty() {
-        problems.push(Problem::at("/subtasks", "the plan has no subtasks; give at least one"));
+        problems.push(Problem::at(
+            "/subtasks",
+            "the plan has no subtasks; give at least one",
+        ));
     }
     if draft.subtasks.len() > max_subtasks {
         problems.push(Problem::at(
             "/subtasks",
-            format!("the plan has {} subtasks; use at most {max_subtasks}", draft.subtasks.len()),
+            format!(
+                "the plan has {} subtasks; use at most {max_subtasks}",
+                draft.subtasks.len()
+            ),
         ));
     }
 
@@ -30,13 +36,25 @@ pub fn check_draft(
     for (i, step) in draft.subtasks.iter().enumerate() {
         let at = |field: &str| format!("/subtasks/{i}/{field}");
         if SubtaskId::new(step.id.as_str()).is_err() {
-            problems.push(Problem::at(at("id"), format!("{:?} is not a valid id (use letters, digits, '_', '-', '.')", step.id)));
+            problems.push(Problem::at(
+                at("id"),
+                format!(
+                    "{:?} is not a valid id (use letters, digits, '_', '-', '.')",
+                    step.id
+                ),
+            ));
         } else if !seen.insert(step.id.as_str()) {
-            problems.push(Problem::at(at("id"), format!("id {:?} is used by more than one subtask", step.id)));
+            problems.push(Problem::at(
+                at("id"),
+                format!("id {:?} is used by more than one subtask", step.id),
+            ));
         } else if ctx.used_ids.iter().any(|u| u.as_str() == step.id) {
             problems.push(Problem::at(
                 at("id"),
-                format!("id {:?} was used by an earlier plan; choose a new id", step.id),
+                format!(
+                    "id {:?} was used by an earlier plan; choose a new id",
+                    step.id
+                ),
             ));
         }
         if !known_roles.contains(step.role.as_str()) {
@@ -44,7 +62,11 @@ pub fn check_draft(
             roles.sort_unstable();
             problems.push(Problem::at(
                 at("role"),
-                format!("unknown role {:?}; use one of: {}", step.role, roles.join(", ")),
+                format!(
+                    "unknown role {:?}; use one of: {}",
+                    step.role,
+                    roles.join(", ")
+                ),
             ));
         }
         if step.instruction.trim().is_empty() {
@@ -57,13 +79,19 @@ pub fn check_draft(
         for (j, dep) in step.depends_on.iter().enumerate() {
             let at = format!("/subtasks/{i}/depends_on/{j}");
             if dep == &step.id {
-                problems.push(Problem::at(at, format!("subtask {:?} depends on itself", step.id)));
+                problems.push(Problem::at(
+                    at,
+                    format!("subtask {:?} depends on itself", step.id),
+                ));
             } else if !ids.contains(dep.as_str())
                 && !ctx.completed_ids.iter().any(|c| c.as_str() == dep)
             {
                 problems.push(Problem::at(
                     at,
-                    format!("subtask {:?} depends on {dep:?}, which is not in the plan", step.id),
+                    format!(
+                        "subtask {:?} depends on {dep:?}, which is not in the plan",
+                        step.id
+                    ),
                 ));
             }
         }
@@ -73,7 +101,10 @@ pub fn check_draft(
     {
         problems.push(Problem::at(
             "/subtasks",
-            format!("these subtasks depend on each other in a cycle: {}", cycle.join(", ")),
+            format!(
+                "these subtasks depend on each other in a cycle: {}",
+                cycle.join(", ")
+            ),
         ));
     }
     if !problems.is_empty() {
@@ -84,7 +115,10 @@ pub fn check_draft(
     for step in draft.subtasks {
         let (Ok(id), Ok(role)) = (SubtaskId::new(step.id), Role::new(step.role)) else {
             // Both were checked above; a failure here would be a bug in the checks.
-            return Err(vec![Problem::at("/subtasks", "internal error: an id or role failed a second check")]);
+            return Err(vec![Problem::at(
+                "/subtasks",
+                "internal error: an id or role failed a second check",
+            )]);
         };
         let mut depends_on = Vec::with_capacity(step.depends_on.len());
         for dep in step.depends_on {
@@ -102,8 +136,16 @@ pub fn check_draft(
             depends_on,
         });
     }
-    let facts = draft.facts.into_iter().map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect();
-    Ok(Plan { facts, subtasks: steps })
+    let facts = draft
+        .facts
+        .into_iter()
+        .map(|f| f.trim().to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    Ok(Plan {
+        facts,
+        subtasks: steps,
+    })
 }
 
 /// The ids left in a cycle after removing every subtask whose dependencies can be met (Kahn).
@@ -112,14 +154,22 @@ fn find_cycle(draft: &PlanDraft) -> Option<Vec<String>> {
     let mut indegree: HashMap<&str, usize> = HashMap::new();
     let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
     for step in &draft.subtasks {
-        let inside: HashSet<&str> =
-            step.depends_on.iter().map(String::as_str).filter(|d| ids.contains(d)).collect();
+        let inside: HashSet<&str> = step
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .filter(|d| ids.contains(d))
+            .collect();
         indegree.insert(step.id.as_str(), inside.len());
         for dep in inside {
             dependents.entry(dep).or_default().push(step.id.as_str());
         }
     }
-    let mut queue: Vec<&str> = indegree.iter().filter(|(_, d)| **d == 0).map(|(id, _)| *id).collect();
+    let mut queue: Vec<&str> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(id, _)| *id)
+        .collect();
     while let Some(id) = queue.pop() {
         for next in dependents.get(id).into_iter().flatten() {
             if let Some(d) = indegree.get_mut(next) {
@@ -130,8 +180,11 @@ fn find_cycle(draft: &PlanDraft) -> Option<Vec<String>> {
             }
         }
     }
-    let mut left: Vec<String> =
-        indegree.into_iter().filter(|(_, d)| *d > 0).map(|(id, _)| id.to_owned()).collect();
+    let mut left: Vec<String> = indegree
+        .into_iter()
+        .filter(|(_, d)| *d > 0)
+        .map(|(id, _)| id.to_owned())
+        .collect();
     if left.is_empty() {
         None
     } else {

@@ -25,7 +25,9 @@ struct Inner {
 impl MemoryStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Every critical section leaves the maps consistent, so a poisoned lock is safe to reuse.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -52,7 +54,7 @@ impl TaskStore for MemoryStore {
             .filter(|t| query.status.is_none_or(|s| t.status == s))
             .filter(|t| query.before.is_none_or(|b| t.id < b))
             .collect();
-        tasks.sort_by(|a, b| b.id.cmp(&a.id));
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.id));
         Ok(tasks.into_iter().take(query.limit).map(summary).collect())
     }
 
@@ -88,7 +90,11 @@ impl TaskStore for MemoryStore {
     ) -> Result<Applied, StoreError> {
         let mut inner = self.lock();
         let task = inner.tasks.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        Ok(task.subtasks.iter_mut().find(|s| &s.id == subtask).map_or(Applied::Unchanged, |s| change.apply(s)))
+        Ok(task
+            .subtasks
+            .iter_mut()
+            .find(|s| &s.id == subtask)
+            .map_or(Applied::Unchanged, |s| change.apply(s)))
     }
 }
 
@@ -115,13 +121,22 @@ impl ProgressStore for MemoryStore {
         Ok(inner
             .progress
             .get(&task)
-            .map(|l| l.iter().filter(|e| e.step > after_step).take(limit).cloned().collect())
+            .map(|l| {
+                l.iter()
+                    .filter(|e| e.step > after_step)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }
 
 fn summary(task: &TaskRecord) -> TaskSummary {
-    let current = task.subtasks.iter().filter(|s| s.revision == task.plan_revision);
+    let current = task
+        .subtasks
+        .iter()
+        .filter(|s| s.revision == task.plan_revision);
     let (total, completed) = current.fold((0u32, 0u32), |(t, c), s| {
         (t + 1, c + u32::from(s.status == SubtaskStatus::Completed))
     });

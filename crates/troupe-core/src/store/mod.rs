@@ -72,7 +72,13 @@ pub struct TaskUpdate {
 impl TaskUpdate {
     /// An update of the status only.
     pub fn status(status: TaskStatus) -> Self {
-        Self { status: Some(status), result: None, error: None, usage: None, at: crate::time::now() }
+        Self {
+            status: Some(status),
+            result: None,
+            error: None,
+            usage: None,
+            at: crate::time::now(),
+        }
     }
 
     /// Applies the update to a record, unless the task has ended.
@@ -113,7 +119,11 @@ pub struct TaskQuery {
 
 impl Default for TaskQuery {
     fn default() -> Self {
-        Self { status: None, before: None, limit: 50 }
+        Self {
+            status: None,
+            before: None,
+            limit: 50,
+        }
     }
 }
 
@@ -215,7 +225,10 @@ pub struct Stores {
 impl Stores {
     /// Both ledgers kept by one backend.
     pub fn from_backend<S: TaskStore + ProgressStore + 'static>(backend: Arc<S>) -> Self {
-        Self { tasks: backend.clone(), progress: backend }
+        Self {
+            tasks: backend.clone(),
+            progress: backend,
+        }
     }
 
     /// A fresh in-memory store.

@@ -1,6 +1,6 @@
 //! [`SqliteStore`]: both ledgers in one SQLite file, the embedded default.
 //!
-//! Writes go through one writer thread with group commit ([`writer`]); reads
+//! Writes go through one writer thread with group commit (the `writer` module); reads
 //! use a small pool of read-only connections on blocking threads. The database
 //! runs in WAL mode, so readers (another `troupe tasks show`, say) never block
 //! the writer. With `synchronous = NORMAL` (the default) a committed write
@@ -46,7 +46,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(5), read_connections: 4 }
+        Self {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+        }
     }
 }
 
@@ -124,7 +128,8 @@ impl SqliteStore {
         let steps = StepCache::default();
         let forget = steps.clone();
         let on_rollback = Box::new(move || forget.lock().clear());
-        let (writer, thread) = Writer::spawn(opened, "troupe-sqlite-writer".to_owned(), on_rollback)?;
+        let (writer, thread) =
+            Writer::spawn(opened, "troupe-sqlite-writer".to_owned(), on_rollback)?;
         Ok(Self {
             path,
             options,
@@ -145,7 +150,10 @@ impl SqliteStore {
     pub async fn close(self) {
         let Self { writer, thread, .. } = self;
         drop(writer);
-        let handle = thread.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let handle = thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             // Joining blocks until the queue is drained; keep it off the async threads.
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
@@ -162,13 +170,18 @@ impl SqliteStore {
         let path = self.path.clone();
         let options = self.options.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let pooled = readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
             let conn = match pooled {
                 Some(c) => c,
                 None => open_connection(&path, &options, true)?,
             };
             let out = f(&conn);
-            let mut pool = readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut pool = readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if pool.len() < options.read_connections {
                 pool.push(conn);
             }
@@ -179,16 +192,26 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> Result<Connection, StoreError> {
+fn open_connection(
+    path: &Path,
+    options: &SqliteOptions,
+    read_only: bool,
+) -> Result<Connection, StoreError> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        StoreError::Unavailable(format!("cannot open SQLite database {}: {e}", path.display()))
+        StoreError::Unavailable(format!(
+            "cannot open SQLite database {}: {e}",
+            path.display()
+        ))
     })?;
-    conn.busy_timeout(options.busy_timeout).map_err(|e| sql_error(&e))?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(|e| sql_error(&e))?;
     conn.set_prepared_statement_cache_capacity(64);
     let synchronous = match options.synchronous {
         Synchronous::Normal => "NORMAL",
@@ -210,10 +233,15 @@ fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> Res
 pub(crate) fn sql_error(e: &rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(e.to_string()),
-        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(e.to_string())
         }
+        Some(
+            ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure,
+        ) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Backend(e.to_string()),
     }
 }

@@ -35,7 +35,9 @@ impl ProgressStore for SqliteStore {
                         steps.set(entry.task_id, step + 1);
                         Ok(entry.with_step(step))
                     }
-                    Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound(entry.task_id)),
+                    Err(e) if is_foreign_key_violation(&e) => {
+                        Err(StoreError::NotFound(entry.task_id))
+                    }
                     Err(e) => Err(sql_error(&e)),
                 }
             })

@@ -17,10 +17,10 @@ fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreE
 const TASK_COLUMNS: &str = "id, goal, status, result, error, facts, plan_revision, \
      prompt_tokens, completion_tokens, created_at, updated_at, finished_at";
 
-const SUBTASK_COLUMNS: &str =
-    "id, revision, role, title, instruction, depends_on, status, attempts, result, last_error, agent";
+const SUBTASK_COLUMNS: &str = "id, revision, role, title, instruction, depends_on, status, attempts, result, last_error, agent";
 
-pub(super) const ENTRY_COLUMNS: &str = "task_id, step, at, agent, subtask_id, attempt, event, detail";
+pub(super) const ENTRY_COLUMNS: &str =
+    "task_id, step, at, agent, subtask_id, attempt, event, detail";
 
 /// The task with its subtasks.
 pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -34,9 +34,12 @@ pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<TaskReco
         return Ok(None);
     };
     let mut task = task;
-    let sql = format!("SELECT {SUBTASK_COLUMNS} FROM subtasks WHERE task_id = ?1 ORDER BY position");
+    let sql =
+        format!("SELECT {SUBTASK_COLUMNS} FROM subtasks WHERE task_id = ?1 ORDER BY position");
     let mut stmt = conn.prepare_cached(&sql).map_err(|e| sql_error(&e))?;
-    let mut rows = stmt.query(params![id.to_string()]).map_err(|e| sql_error(&e))?;
+    let mut rows = stmt
+        .query(params![id.to_string()])
+        .map_err(|e| sql_error(&e))?;
     while let Some(row) = rows.next().map_err(|e| sql_error(&e))? {
         task.subtasks.push(subtask_row(row)?);
     }
@@ -77,7 +80,9 @@ fn subtask_row(row: &Row<'_>) -> Result<SubtaskRecord, StoreError> {
         attempts: u32_col("subtasks.attempts", col(row, 7)?)?,
         result: col(row, 8)?,
         last_error: col(row, 9)?,
-        agent: agent.map(|a| parse::<AgentId>("subtasks.agent", &a)).transpose()?,
+        agent: agent
+            .map(|a| parse::<AgentId>("subtasks.agent", &a))
+            .transpose()?,
     })
 }
 
@@ -103,8 +108,12 @@ pub(super) fn entry_row(row: &Row<'_>) -> Result<ProgressEntry, StoreError> {
         step: u64_col("progress_entries.step", col(row, 1)?)?,
         at: time(col(row, 2)?),
         agent: parse("progress_entries.agent", &col::<String>(row, 3)?)?,
-        subtask_id: subtask.map(|s| parse("progress_entries.subtask_id", &s)).transpose()?,
-        attempt: attempt.map(|a| u32_col("progress_entries.attempt", a)).transpose()?,
+        subtask_id: subtask
+            .map(|s| parse("progress_entries.subtask_id", &s))
+            .transpose()?,
+        attempt: attempt
+            .map(|a| u32_col("progress_entries.attempt", a))
+            .transpose()?,
         event: parse("progress_entries.event", &col::<String>(row, 6)?)?,
         detail: col(row, 7)?,
     })

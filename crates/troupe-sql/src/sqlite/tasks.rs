@@ -42,7 +42,9 @@ impl TaskStore for SqliteStore {
                         ])
                     });
                 match inserted {
-                    Err(e) if is_primary_key_violation(&e) => return Err(StoreError::Conflict(task.id)),
+                    Err(e) if is_primary_key_violation(&e) => {
+                        return Err(StoreError::Conflict(task.id));
+                    }
                     Err(e) => return Err(sql_error(&e)),
                     Ok(_) => {}
                 }
@@ -157,7 +159,10 @@ impl TaskStore for SqliteStore {
         if statuses.is_empty() {
             return Ok(Applied::Unchanged);
         }
-        let allowed: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let allowed: Vec<String> = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
         // The guard's status list comes from our own constants, never from input.
         let sql = format!(
             "UPDATE subtasks SET status = ?3, attempts = COALESCE(?4, attempts), agent = COALESCE(?5, agent), \
@@ -201,7 +206,11 @@ impl TaskStore for SqliteStore {
 }
 
 /// `Changed` if a row changed; otherwise `Unchanged` if the task exists, else `NotFound`.
-fn applied_or_missing(conn: &Connection, id: TaskId, changed: usize) -> Result<Applied, StoreError> {
+fn applied_or_missing(
+    conn: &Connection,
+    id: TaskId,
+    changed: usize,
+) -> Result<Applied, StoreError> {
     if changed > 0 {
         return Ok(Applied::Changed);
     }
@@ -209,7 +218,11 @@ fn applied_or_missing(conn: &Connection, id: TaskId, changed: usize) -> Result<A
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = ?1)")
         .and_then(|mut stmt| stmt.query_row(params![id.to_string()], |r| r.get::<_, bool>(0)))
         .map_err(|e| sql_error(&e))?;
-    if exists { Ok(Applied::Unchanged) } else { Err(StoreError::NotFound(id)) }
+    if exists {
+        Ok(Applied::Unchanged)
+    } else {
+        Err(StoreError::NotFound(id))
+    }
 }
 
 fn insert_subtasks(

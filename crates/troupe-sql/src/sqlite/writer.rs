@@ -46,7 +46,9 @@ impl Writer {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || run(&conn, rx, &on_rollback))
-            .map_err(|e| StoreError::Backend(format!("cannot start the SQLite writer thread: {e}")))?;
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot start the SQLite writer thread: {e}"))
+            })?;
         Ok((Self { jobs }, thread))
     }
 
@@ -92,7 +94,10 @@ fn run(conn: &Connection, mut rx: mpsc::UnboundedReceiver<Job>, on_rollback: &On
 
 /// Runs one cached statement that takes no parameters and returns no rows.
 fn exec(conn: &Connection, sql: &str) -> Result<(), StoreError> {
-    conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute([])).map(drop).map_err(|e| sql_error(&e))
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute([]))
+        .map(drop)
+        .map_err(|e| sql_error(&e))
 }
 
 /// Runs a batch in one transaction; false if it was not committed.

@@ -80,7 +80,8 @@ impl BusSuite {
         self.keeps_order_for_one_consumer(make().await).await;
         self.gives_every_group_every_message(make().await).await;
         self.shares_a_group_among_consumers(make().await).await;
-        self.keeps_messages_published_before_any_group(make().await).await;
+        self.keeps_messages_published_before_any_group(make().await)
+            .await;
         self.redelivers_unacked_messages(make().await).await;
         self.redelivers_nacked_messages_soon(make().await).await;
         self.extends_visibility(make().await).await;
@@ -111,11 +112,15 @@ impl BusSuite {
         let sent = sample_envelope(1);
         bus.publish(&t, sent.clone()).await.unwrap();
         let got = self.next(&mut sub, check).await;
-        assert_eq!(got.envelope, sent, "{check}: the envelope changed in transit");
+        assert_eq!(
+            got.envelope, sent,
+            "{check}: the envelope changed in transit"
+        );
         assert_eq!(got.delivery_count, 1, "{check}");
         assert_eq!(&*got.topic, t.as_str(), "{check}");
         got.ack().await.unwrap();
-        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check)
+            .await;
     }
 
     /// One consumer sees messages in publication order.
@@ -185,8 +190,17 @@ impl BusSuite {
             task.await.unwrap();
         }
         let unique: HashSet<_> = ids.iter().collect();
-        assert_eq!(ids.len(), total as usize, "{check}: got {} deliveries", ids.len());
-        assert_eq!(unique.len(), total as usize, "{check}: a message was delivered twice");
+        assert_eq!(
+            ids.len(),
+            total as usize,
+            "{check}: got {} deliveries",
+            ids.len()
+        );
+        assert_eq!(
+            unique.len(),
+            total as usize,
+            "{check}: a message was delivered twice"
+        );
     }
 
     /// Messages published before any group exists go to the first group.
@@ -222,7 +236,8 @@ impl BusSuite {
         assert_eq!(again.envelope.id, lost.envelope.id, "{check}");
         assert_eq!(again.delivery_count, 2, "{check}");
         again.ack().await.unwrap();
-        self.nothing_within(&mut second, self.visibility_timeout * 2, check).await;
+        self.nothing_within(&mut second, self.visibility_timeout * 2, check)
+            .await;
     }
 
     /// A nacked message comes back well before the visibility timeout.
@@ -271,7 +286,8 @@ impl BusSuite {
             assert_eq!(d.delivery_count, n, "{check}");
             d.nack().await.unwrap();
         }
-        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check)
+            .await;
         let dead = bus.dead_letters(&t).await.unwrap();
         assert_eq!(dead.len(), 1, "{check}: {dead:?}");
         assert_eq!(dead[0].envelope, sent, "{check}");
@@ -286,10 +302,15 @@ impl BusSuite {
         bus.publish(&t, sample_envelope(1)).await.unwrap();
         let d = self.next(&mut sub, check).await;
         d.dead_letter("payload is not a task_assign").await.unwrap();
-        self.nothing_within(&mut sub, self.visibility_timeout * 2, check).await;
+        self.nothing_within(&mut sub, self.visibility_timeout * 2, check)
+            .await;
         let dead = bus.dead_letters(&t).await.unwrap();
         assert_eq!(dead.len(), 1, "{check}");
-        assert!(dead[0].reason.contains("not a task_assign"), "{check}: {}", dead[0].reason);
+        assert!(
+            dead[0].reason.contains("not a task_assign"),
+            "{check}: {}",
+            dead[0].reason
+        );
         assert_eq!(dead[0].group, "g", "{check}");
     }
 }

@@ -1,4 +1,5 @@
-//! The store conformance suite, for [`TaskStore`] and [`ProgressStore`] together.
+//! The store conformance suite, for [`TaskStore`](troupe_core::store::TaskStore) and
+//! [`ProgressStore`](troupe_core::store::ProgressStore) together.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -65,7 +66,8 @@ impl StoreSuite {
         self.round_trips_tasks(make().await).await;
         self.updates_tasks_until_they_end(make().await).await;
         self.saves_plans_and_replans(make().await).await;
-        self.guards_subtask_changes_like_the_ledger(make().await).await;
+        self.guards_subtask_changes_like_the_ledger(make().await)
+            .await;
         self.numbers_progress_steps(make().await).await;
         self.numbers_concurrent_appends_uniquely(make().await).await;
         self.lists_tasks_newest_first(make().await).await;
@@ -81,9 +83,19 @@ impl StoreSuite {
         assert_eq!(got.as_ref(), Some(&task), "{check}");
         let again = stores.tasks.create_task(&task).await;
         assert_eq!(again, Err(StoreError::Conflict(task.id)), "{check}");
-        assert_eq!(stores.tasks.get_task(TaskId::new()).await.unwrap(), None, "{check}");
-        let missing = stores.tasks.update_task(TaskId::new(), &TaskUpdate::status(TaskStatus::Running)).await;
-        assert!(matches!(missing, Err(StoreError::NotFound(_))), "{check}: {missing:?}");
+        assert_eq!(
+            stores.tasks.get_task(TaskId::new()).await.unwrap(),
+            None,
+            "{check}"
+        );
+        let missing = stores
+            .tasks
+            .update_task(TaskId::new(), &TaskUpdate::status(TaskStatus::Running))
+            .await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{check}: {missing:?}"
+        );
     }
 
     /// Updates change the named fields; a task that ended takes no more.
@@ -92,9 +104,19 @@ impl StoreSuite {
         let task = new_task("goal");
         stores.tasks.create_task(&task).await.unwrap();
         let mut expected = task.clone();
-        let usage = Usage { prompt_tokens: 120, completion_tokens: 30 };
-        let update = TaskUpdate { usage: Some(usage), ..TaskUpdate::status(TaskStatus::Running) };
-        assert_eq!(stores.tasks.update_task(task.id, &update).await.unwrap(), Applied::Changed, "{check}");
+        let usage = Usage {
+            prompt_tokens: 120,
+            completion_tokens: 30,
+        };
+        let update = TaskUpdate {
+            usage: Some(usage),
+            ..TaskUpdate::status(TaskStatus::Running)
+        };
+        assert_eq!(
+            stores.tasks.update_task(task.id, &update).await.unwrap(),
+            Applied::Changed,
+            "{check}"
+        );
         update.apply(&mut expected);
         let done = TaskUpdate {
             result: Some("the answer".into()),
@@ -106,9 +128,20 @@ impl StoreSuite {
         assert_eq!(got, expected, "{check}");
         assert_eq!(got.finished_at, Some(done.at), "{check}");
 
-        let late = TaskUpdate { error: Some("late".into()), ..TaskUpdate::status(TaskStatus::Failed) };
-        assert_eq!(stores.tasks.update_task(task.id, &late).await.unwrap(), Applied::Unchanged, "{check}");
-        assert_eq!(stores.tasks.get_task(task.id).await.unwrap().unwrap(), expected, "{check}");
+        let late = TaskUpdate {
+            error: Some("late".into()),
+            ..TaskUpdate::status(TaskStatus::Failed)
+        };
+        assert_eq!(
+            stores.tasks.update_task(task.id, &late).await.unwrap(),
+            Applied::Unchanged,
+            "{check}"
+        );
+        assert_eq!(
+            stores.tasks.get_task(task.id).await.unwrap().unwrap(),
+            expected,
+            "{check}"
+        );
     }
 
     /// A plan is stored in order; a re-plan supersedes open work and keeps results.
@@ -122,23 +155,46 @@ impl StoreSuite {
             subtask("s3", "writer", 0, &["s1", "s2"]),
         ];
         let facts = vec!["fact one".to_owned()];
-        stores.tasks.save_plan(task.id, 0, &facts, &first).await.unwrap();
+        stores
+            .tasks
+            .save_plan(task.id, 0, &facts, &first)
+            .await
+            .unwrap();
         let got = stores.tasks.get_task(task.id).await.unwrap().unwrap();
         assert_eq!(got.subtasks, first, "{check}");
         assert_eq!(got.facts, facts, "{check}");
 
         let t = task.id;
-        stores.tasks.update_subtask(t, &sid("s1"), &SubtaskChange::Dispatched { attempt: 1 }).await.unwrap();
-        let done = SubtaskChange::Completed { attempt: 1, agent: agent(), result: "r1".into() };
-        stores.tasks.update_subtask(t, &sid("s1"), &done).await.unwrap();
-        stores.tasks.update_subtask(t, &sid("s2"), &SubtaskChange::Dispatched { attempt: 1 }).await.unwrap();
+        stores
+            .tasks
+            .update_subtask(t, &sid("s1"), &SubtaskChange::Dispatched { attempt: 1 })
+            .await
+            .unwrap();
+        let done = SubtaskChange::Completed {
+            attempt: 1,
+            agent: agent(),
+            result: "r1".into(),
+        };
+        stores
+            .tasks
+            .update_subtask(t, &sid("s1"), &done)
+            .await
+            .unwrap();
+        stores
+            .tasks
+            .update_subtask(t, &sid("s2"), &SubtaskChange::Dispatched { attempt: 1 })
+            .await
+            .unwrap();
 
         let second = vec![subtask("n1", "coder", 1, &["s1"])];
         let facts = vec!["fact one".to_owned(), "s2 failed".to_owned()];
         stores.tasks.save_plan(t, 1, &facts, &second).await.unwrap();
         let got = stores.tasks.get_task(t).await.unwrap().unwrap();
-        let statuses: Vec<(&str, SubtaskStatus)> =
-            got.subtasks.iter().map(|s| (s.id.as_str(), s.status)).collect();
+        let statuses: Vec<(&str, SubtaskStatus)> = got
+            .subtasks
+            .iter()
+            .map(|s| (s.id.as_str(), s.status))
+            .collect();
         assert_eq!(
             statuses,
             vec![
@@ -151,7 +207,11 @@ impl StoreSuite {
         );
         assert_eq!(got.plan_revision, 1, "{check}");
         assert_eq!(got.facts, facts, "{check}");
-        assert_eq!(got.subtask(&sid("s1")).unwrap().result.as_deref(), Some("r1"), "{check}");
+        assert_eq!(
+            got.subtask(&sid("s1")).unwrap().result.as_deref(),
+            Some("r1"),
+            "{check}"
+        );
     }
 
     /// Guarded changes, duplicates and stale attempts included, give the same
@@ -160,40 +220,114 @@ impl StoreSuite {
         let check = "guards_subtask_changes_like_the_ledger";
         let task = new_task("goal");
         stores.tasks.create_task(&task).await.unwrap();
-        let plan = vec![subtask("a", "coder", 0, &[]), subtask("b", "reviewer", 0, &["a"])];
-        stores.tasks.save_plan(task.id, 0, &[], &plan).await.unwrap();
+        let plan = vec![
+            subtask("a", "coder", 0, &[]),
+            subtask("b", "reviewer", 0, &["a"]),
+        ];
+        stores
+            .tasks
+            .save_plan(task.id, 0, &[], &plan)
+            .await
+            .unwrap();
         let mut model = TaskLedger::new(stores.tasks.get_task(task.id).await.unwrap().unwrap());
 
         let w = |n: u32| AgentId::new(format!("coder-{n}")).unwrap();
         let changes = [
-            ("a", SubtaskChange::Started { attempt: 1, agent: w(1) }),
+            (
+                "a",
+                SubtaskChange::Started {
+                    attempt: 1,
+                    agent: w(1),
+                },
+            ),
             ("a", SubtaskChange::Dispatched { attempt: 2 }),
             ("a", SubtaskChange::Dispatched { attempt: 1 }),
             ("a", SubtaskChange::Dispatched { attempt: 1 }),
-            ("a", SubtaskChange::Started { attempt: 1, agent: w(1) }),
-            ("a", SubtaskChange::Started { attempt: 1, agent: w(2) }),
-            ("a", SubtaskChange::AttemptFailed { attempt: 1, error: "timed out".into(), retry: true }),
-            ("a", SubtaskChange::Completed { attempt: 1, agent: w(1), result: "late".into() }),
+            (
+                "a",
+                SubtaskChange::Started {
+                    attempt: 1,
+                    agent: w(1),
+                },
+            ),
+            (
+                "a",
+                SubtaskChange::Started {
+                    attempt: 1,
+                    agent: w(2),
+                },
+            ),
+            (
+                "a",
+                SubtaskChange::AttemptFailed {
+                    attempt: 1,
+                    error: "timed out".into(),
+                    retry: true,
+                },
+            ),
+            (
+                "a",
+                SubtaskChange::Completed {
+                    attempt: 1,
+                    agent: w(1),
+                    result: "late".into(),
+                },
+            ),
             ("a", SubtaskChange::Dispatched { attempt: 2 }),
-            ("a", SubtaskChange::Completed { attempt: 2, agent: w(2), result: "done".into() }),
-            ("a", SubtaskChange::Completed { attempt: 2, agent: w(2), result: "again".into() }),
-            ("a", SubtaskChange::AttemptFailed { attempt: 2, error: "x".into(), retry: false }),
+            (
+                "a",
+                SubtaskChange::Completed {
+                    attempt: 2,
+                    agent: w(2),
+                    result: "done".into(),
+                },
+            ),
+            (
+                "a",
+                SubtaskChange::Completed {
+                    attempt: 2,
+                    agent: w(2),
+                    result: "again".into(),
+                },
+            ),
+            (
+                "a",
+                SubtaskChange::AttemptFailed {
+                    attempt: 2,
+                    error: "x".into(),
+                    retry: false,
+                },
+            ),
             ("a", SubtaskChange::Cancelled),
             ("b", SubtaskChange::Dispatched { attempt: 1 }),
-            ("b", SubtaskChange::AttemptFailed { attempt: 1, error: "bad".into(), retry: false }),
+            (
+                "b",
+                SubtaskChange::AttemptFailed {
+                    attempt: 1,
+                    error: "bad".into(),
+                    retry: false,
+                },
+            ),
             ("b", SubtaskChange::Dispatched { attempt: 2 }),
             ("b", SubtaskChange::Superseded),
             ("zz", SubtaskChange::Dispatched { attempt: 1 }),
         ];
         for (i, (id, change)) in changes.iter().enumerate() {
             let want = model.apply(&sid(id), change).unwrap_or(Applied::Unchanged);
-            let got = stores.tasks.update_subtask(task.id, &sid(id), change).await.unwrap();
+            let got = stores
+                .tasks
+                .update_subtask(task.id, &sid(id), change)
+                .await
+                .unwrap();
             assert_eq!(got, want, "{check}: change {i} ({id}: {change:?})");
         }
         let stored = stores.tasks.get_task(task.id).await.unwrap().unwrap();
         assert_eq!(stored.subtasks, model.record().subtasks, "{check}");
         let a = stored.subtask(&sid("a")).unwrap();
-        assert_eq!((a.status, a.attempts, a.result.as_deref()), (SubtaskStatus::Completed, 2, Some("done")));
+        assert_eq!(
+            (a.status, a.attempts, a.result.as_deref()),
+            (SubtaskStatus::Completed, 2, Some("done"))
+        );
     }
 
     /// Steps count from 1 without gaps; pages follow steps; unknown tasks are refused.
@@ -202,23 +336,53 @@ impl StoreSuite {
         let task = new_task("goal");
         stores.tasks.create_task(&task).await.unwrap();
         let mut written = Vec::new();
-        for (i, event) in [EventKind::TaskSubmitted, EventKind::PlanningStarted, EventKind::PlanAccepted]
-            .into_iter()
-            .enumerate()
+        for (i, event) in [
+            EventKind::TaskSubmitted,
+            EventKind::PlanningStarted,
+            EventKind::PlanAccepted,
+        ]
+        .into_iter()
+        .enumerate()
         {
             let entry = NewProgressEntry::task(task.id, &agent(), event, format!("detail {i}"));
             written.push(stores.progress.append(entry).await.unwrap());
         }
-        let sub = NewProgressEntry::subtask(task.id, &agent(), &sid("s1"), 2, EventKind::SubtaskStarted, "go");
+        let sub = NewProgressEntry::subtask(
+            task.id,
+            &agent(),
+            &sid("s1"),
+            2,
+            EventKind::SubtaskStarted,
+            "go",
+        );
         written.push(stores.progress.append(sub).await.unwrap());
         let steps: Vec<u64> = written.iter().map(|e| e.step).collect();
         assert_eq!(steps, vec![1, 2, 3, 4], "{check}");
-        assert_eq!(stores.progress.entries(task.id, 0, 100).await.unwrap(), written, "{check}");
-        assert_eq!(stores.progress.entries(task.id, 1, 2).await.unwrap(), written[1..3].to_vec(), "{check}");
-        assert!(stores.progress.entries(TaskId::new(), 0, 10).await.unwrap().is_empty(), "{check}");
+        assert_eq!(
+            stores.progress.entries(task.id, 0, 100).await.unwrap(),
+            written,
+            "{check}"
+        );
+        assert_eq!(
+            stores.progress.entries(task.id, 1, 2).await.unwrap(),
+            written[1..3].to_vec(),
+            "{check}"
+        );
+        assert!(
+            stores
+                .progress
+                .entries(TaskId::new(), 0, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{check}"
+        );
         let orphan = NewProgressEntry::task(TaskId::new(), &agent(), EventKind::TaskSubmitted, "");
         let refused = stores.progress.append(orphan).await;
-        assert!(matches!(refused, Err(StoreError::NotFound(_))), "{check}: {refused:?}");
+        assert!(
+            matches!(refused, Err(StoreError::NotFound(_))),
+            "{check}: {refused:?}"
+        );
     }
 
     /// Appends racing for one task each get their own step.
@@ -228,10 +392,19 @@ impl StoreSuite {
         stores.tasks.create_task(&task).await.unwrap();
         let n = 40u64;
         let appends = (0..n).map(|i| {
-            let entry = NewProgressEntry::task(task.id, &agent(), EventKind::SubtaskProgress, format!("{i}"));
+            let entry = NewProgressEntry::task(
+                task.id,
+                &agent(),
+                EventKind::SubtaskProgress,
+                format!("{i}"),
+            );
             stores.progress.append(entry)
         });
-        let mut steps: Vec<u64> = join_all(appends).await.into_iter().map(|r| r.unwrap().step).collect();
+        let mut steps: Vec<u64> = join_all(appends)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().step)
+            .collect();
         steps.sort_unstable();
         assert_eq!(steps, (1..=n).collect::<Vec<_>>(), "{check}");
     }
@@ -246,33 +419,100 @@ impl StoreSuite {
             ours.push(t.id);
         }
         ours.sort_by(|a, b| b.cmp(a));
-        let plan = [subtask("s1", "writer", 0, &[]), subtask("s2", "writer", 0, &[])];
-        stores.tasks.save_plan(ours[0], 0, &[], &plan).await.unwrap();
-        stores.tasks.update_subtask(ours[0], &sid("s1"), &SubtaskChange::Dispatched { attempt: 1 }).await.unwrap();
-        let done = SubtaskChange::Completed { attempt: 1, agent: agent(), result: "r".into() };
-        stores.tasks.update_subtask(ours[0], &sid("s1"), &done).await.unwrap();
+        let plan = [
+            subtask("s1", "writer", 0, &[]),
+            subtask("s2", "writer", 0, &[]),
+        ];
+        stores
+            .tasks
+            .save_plan(ours[0], 0, &[], &plan)
+            .await
+            .unwrap();
+        stores
+            .tasks
+            .update_subtask(
+                ours[0],
+                &sid("s1"),
+                &SubtaskChange::Dispatched { attempt: 1 },
+            )
+            .await
+            .unwrap();
+        let done = SubtaskChange::Completed {
+            attempt: 1,
+            agent: agent(),
+            result: "r".into(),
+        };
+        stores
+            .tasks
+            .update_subtask(ours[0], &sid("s1"), &done)
+            .await
+            .unwrap();
         for id in &ours[..2] {
-            stores.tasks.update_task(*id, &TaskUpdate::status(TaskStatus::Completed)).await.unwrap();
+            stores
+                .tasks
+                .update_task(*id, &TaskUpdate::status(TaskStatus::Completed))
+                .await
+                .unwrap();
         }
 
         let mine = |list: Vec<troupe_core::task::TaskSummary>| -> Vec<_> {
             list.into_iter().filter(|s| ours.contains(&s.id)).collect()
         };
-        let all = mine(stores.tasks.list_tasks(&TaskQuery { limit: 10_000, ..TaskQuery::default() }).await.unwrap());
-        assert_eq!(all.iter().map(|s| s.id).collect::<Vec<_>>(), ours, "{check}: not newest first");
-        assert_eq!((all[0].subtasks_total, all[0].subtasks_completed), (2, 1), "{check}");
+        let all = mine(
+            stores
+                .tasks
+                .list_tasks(&TaskQuery {
+                    limit: 10_000,
+                    ..TaskQuery::default()
+                })
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            all.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ours,
+            "{check}: not newest first"
+        );
+        assert_eq!(
+            (all[0].subtasks_total, all[0].subtasks_completed),
+            (2, 1),
+            "{check}"
+        );
         assert_eq!(all[0].status, TaskStatus::Completed, "{check}");
         assert_eq!(all[4].goal, "goal 0", "{check}");
 
-        let completed = TaskQuery { status: Some(TaskStatus::Completed), limit: 10_000, ..TaskQuery::default() };
+        let completed = TaskQuery {
+            status: Some(TaskStatus::Completed),
+            limit: 10_000,
+            ..TaskQuery::default()
+        };
         let completed = mine(stores.tasks.list_tasks(&completed).await.unwrap());
-        assert_eq!(completed.iter().map(|s| s.id).collect::<Vec<_>>(), ours[..2].to_vec(), "{check}");
+        assert_eq!(
+            completed.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ours[..2].to_vec(),
+            "{check}"
+        );
 
-        let page = TaskQuery { before: Some(ours[2]), limit: 10_000, ..TaskQuery::default() };
+        let page = TaskQuery {
+            before: Some(ours[2]),
+            limit: 10_000,
+            ..TaskQuery::default()
+        };
         let page = mine(stores.tasks.list_tasks(&page).await.unwrap());
-        assert_eq!(page.iter().map(|s| s.id).collect::<Vec<_>>(), ours[3..].to_vec(), "{check}");
+        assert_eq!(
+            page.iter().map(|s| s.id).collect::<Vec<_>>(),
+            ours[3..].to_vec(),
+            "{check}"
+        );
 
-        let one = stores.tasks.list_tasks(&TaskQuery { limit: 1, ..TaskQuery::default() }).await.unwrap();
+        let one = stores
+            .tasks
+            .list_tasks(&TaskQuery {
+                limit: 1,
+                ..TaskQuery::default()
+            })
+            .await
+            .unwrap();
         assert_eq!(one.len(), 1, "{check}: limit ignored");
     }
 
@@ -281,13 +521,33 @@ impl StoreSuite {
         let check = "keeps_large_and_unicode_text";
         let task = new_task("goal");
         stores.tasks.create_task(&task).await.unwrap();
-        stores.tasks.save_plan(task.id, 0, &[], &[subtask("s1", "writer", 0, &[])]).await.unwrap();
+        stores
+            .tasks
+            .save_plan(task.id, 0, &[], &[subtask("s1", "writer", 0, &[])])
+            .await
+            .unwrap();
         let text: String = "Ünïcödé 漢字 🚀 'quotes' \"double\" \\ back\n".repeat(5_000);
         let s1 = sid("s1");
-        stores.tasks.update_subtask(task.id, &s1, &SubtaskChange::Dispatched { attempt: 1 }).await.unwrap();
-        let done = SubtaskChange::Completed { attempt: 1, agent: agent(), result: text.clone() };
-        stores.tasks.update_subtask(task.id, &s1, &done).await.unwrap();
+        stores
+            .tasks
+            .update_subtask(task.id, &s1, &SubtaskChange::Dispatched { attempt: 1 })
+            .await
+            .unwrap();
+        let done = SubtaskChange::Completed {
+            attempt: 1,
+            agent: agent(),
+            result: text.clone(),
+        };
+        stores
+            .tasks
+            .update_subtask(task.id, &s1, &done)
+            .await
+            .unwrap();
         let got = stores.tasks.get_task(task.id).await.unwrap().unwrap();
-        assert_eq!(got.subtask(&s1).unwrap().result.as_deref(), Some(text.as_str()), "{check}");
+        assert_eq!(
+            got.subtask(&s1).unwrap().result.as_deref(),
+            Some(text.as_str()),
+            "{check}"
+        );
     }
 }

@@ -32,8 +32,11 @@ pub(crate) fn plan(request: &ChatRequest) -> Value {
             roles[i % roles.len()].clone()
         }
     };
-    let prefix =
-        if request.meta.revision == 0 { "s".to_owned() } else { format!("r{}s", request.meta.revision) };
+    let prefix = if request.meta.revision == 0 {
+        "s".to_owned()
+    } else {
+        format!("r{}s", request.meta.revision)
+    };
     let goal = goal(request);
     json!({
         "facts": [format!("The goal is: {goal}")],
@@ -53,7 +56,9 @@ fn synthesis(request: &ChatRequest) -> String {
     let prompt = request.last_user_message().unwrap_or_default();
     // The result sections start at the first `### ` heading; the prompt's closing request follows them.
     let sections = prompt.find("### ").map_or(prompt, |i| &prompt[i..]);
-    let sections = sections.rsplit_once("\n\n").map_or(sections, |(body, _)| body);
+    let sections = sections
+        .rsplit_once("\n\n")
+        .map_or(sections, |(body, _)| body);
     format!("Answer to: {}\n\n{}", goal(request), sections.trim())
 }
 
@@ -76,7 +81,13 @@ fn allowed_roles(request: &ChatRequest) -> Vec<String> {
     schema
         .pointer("/properties/subtasks/items/properties/role/enum")
         .and_then(Value::as_array)
-        .map(|roles| roles.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|roles| {
+            roles
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -88,7 +99,11 @@ fn goal(request: &ChatRequest) -> String {
         .find(|m| m.role == ChatRole::User)
         .map(|m| m.content.as_str())
         .unwrap_or_default();
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default();
     let line = line.strip_prefix("Goal:").unwrap_or(line).trim();
     line.chars().take(200).collect()
 }

@@ -144,17 +144,40 @@ impl MockLlm {
     /// A mock following the JSON script in `path`.
     pub fn from_file(path: &Path) -> Result<Self, ScriptError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScriptError::Read { path: shown.clone(), source })?;
-        let script: Script =
-            serde_json::from_str(&text).map_err(|e| ScriptError::Parse { path: shown, message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScriptError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let script: Script = serde_json::from_str(&text).map_err(|e| ScriptError::Parse {
+            path: shown,
+            message: e.to_string(),
+        })?;
         Self::from_script(script, false)
     }
 
     fn new_unchecked(script: Script, record: bool) -> Self {
-        let remaining =
-            script.steps.iter().map(|s| if s.repeat { None } else { Some(s.times.unwrap_or(1)) }).collect();
+        let remaining = script
+            .steps
+            .iter()
+            .map(|s| {
+                if s.repeat {
+                    None
+                } else {
+                    Some(s.times.unwrap_or(1))
+                }
+            })
+            .collect();
         let rng = fastrand::Rng::with_seed(script.seed);
-        Self { script, state: Mutex::new(State { remaining, rng, calls: Vec::new(), count: 0 }), record }
+        Self {
+            script,
+            state: Mutex::new(State {
+                remaining,
+                rng,
+                calls: Vec::new(),
+                count: 0,
+            }),
+            record,
+        }
     }
 
     /// Every call answered so far (empty unless built with recording).
@@ -169,7 +192,9 @@ impl MockLlm {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is consistent after every statement, so a poisoned lock is safe to reuse.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Decides the answer to a call: the first matching step, else a fault, else the default.
@@ -191,7 +216,10 @@ impl MockLlm {
         }
         for fault in &self.script.faults {
             if fault.matches(meta) && state.rng.f64() < fault.rate {
-                return Some(Step { error: Some(fault.error.clone()), ..Step::default() });
+                return Some(Step {
+                    error: Some(fault.error.clone()),
+                    ..Step::default()
+                });
             }
         }
         None
@@ -207,19 +235,29 @@ impl LlmProvider for MockLlm {
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
         let step = self.choose(&request.meta);
-        let delay = step.as_ref().and_then(|s| s.delay_ms).unwrap_or(self.script.delay_ms);
+        let delay = step
+            .as_ref()
+            .and_then(|s| s.delay_ms)
+            .unwrap_or(self.script.delay_ms);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let outcome = match step {
             Some(Step { hang: true, .. }) => std::future::pending().await,
             Some(Step { error: Some(e), .. }) => Err(e.to_llm_error()),
-            Some(Step { reply: Some(text), .. }) => Ok(text),
-            Some(Step { plan: Some(plan), .. }) => Ok(plan.to_string()),
+            Some(Step {
+                reply: Some(text), ..
+            }) => Ok(text),
+            Some(Step {
+                plan: Some(plan), ..
+            }) => Ok(plan.to_string()),
             Some(_) => Ok(builtin::reply(&request)),
             None if self.script.otherwise == Otherwise::Fail => Err(LlmError::BadRequest {
                 status: 400,
-                body: format!("the mock script has no reply for this {} call", request.meta.kind.as_str()),
+                body: format!(
+                    "the mock script has no reply for this {} call",
+                    request.meta.kind.as_str()
+                ),
             }),
             None => Ok(builtin::reply(&request)),
         };
@@ -228,7 +266,10 @@ impl LlmProvider for MockLlm {
                 request: request.clone(),
                 started,
                 finished: Instant::now(),
-                outcome: outcome.as_ref().map(Clone::clone).map_err(LlmError::class),
+                outcome: match &outcome {
+                    Ok(text) => Ok(text.clone()),
+                    Err(e) => Err(e.class()),
+                },
             };
             self.lock().calls.push(call);
         }
@@ -260,7 +301,10 @@ mod tests {
     use super::*;
 
     fn plan_request(revision: u32) -> ChatRequest {
-        let mut r = ChatRequest::new(CallKind::Plan, vec![ChatMessage::user("Goal: bake bread\nMore")]);
+        let mut r = ChatRequest::new(
+            CallKind::Plan,
+            vec![ChatMessage::user("Goal: bake bread\nMore")],
+        );
         r.meta.revision = revision;
         r
     }
@@ -270,7 +314,9 @@ mod tests {
         let parser = PlanParser::new(BuiltinRole::ALL.map(RoleInfo::from).to_vec(), 8).unwrap();
         let llm = MockLlm::builtin();
         let reply = llm.complete(plan_request(0)).await.unwrap();
-        let plan = parser.parse(&reply.content, &PlanContext::default()).unwrap();
+        let plan = parser
+            .parse(&reply.content, &PlanContext::default())
+            .unwrap();
         assert_eq!(plan.subtasks.len(), 3);
         assert!(plan.subtasks[0].instruction.contains("bake bread"));
         assert!(reply.usage.prompt_tokens > 0 && reply.usage.completion_tokens > 0);
@@ -323,23 +369,34 @@ mod tests {
 
     #[test]
     fn scripts_are_checked() {
-        let bad: Script = serde_json::from_str(r#"{"steps": [{"reply": "x", "hang": true}]}"#).unwrap();
-        assert!(MockLlm::from_script(bad, false).unwrap_err().to_string().contains("step 1"));
+        let bad: Script =
+            serde_json::from_str(r#"{"steps": [{"reply": "x", "hang": true}]}"#).unwrap();
+        assert!(
+            MockLlm::from_script(bad, false)
+                .unwrap_err()
+                .to_string()
+                .contains("step 1")
+        );
         let unknown = serde_json::from_str::<Script>(r#"{"steps": [{"replly": "x"}]}"#);
         assert!(unknown.is_err());
         let rate: Script =
-            serde_json::from_str(r#"{"faults": [{"rate": 2, "error": {"type": "timeout"}}]}"#).unwrap();
+            serde_json::from_str(r#"{"faults": [{"rate": 2, "error": {"type": "timeout"}}]}"#)
+                .unwrap();
         assert!(MockLlm::from_script(rate, false).is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn errors_delays_and_fail_mode() {
         let llm = MockLlm::builder()
-            .step(Step::on(CallKind::Plan).delay(Duration::from_secs(2)).error(MockError::Http {
-                status: 429,
-                body: String::new(),
-                retry_after_ms: Some(1500),
-            }))
+            .step(
+                Step::on(CallKind::Plan)
+                    .delay(Duration::from_secs(2))
+                    .error(MockError::Http {
+                        status: 429,
+                        body: String::new(),
+                        retry_after_ms: Some(1500),
+                    }),
+            )
             .otherwise_fail()
             .build()
             .unwrap();

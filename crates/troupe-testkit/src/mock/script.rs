@@ -97,7 +97,10 @@ pub struct Step {
 impl Step {
     /// A step answering calls of `kind` with the built-in reply.
     pub fn on(kind: CallKind) -> Self {
-        Self { kind: Some(kind), ..Self::default() }
+        Self {
+            kind: Some(kind),
+            ..Self::default()
+        }
     }
 
     /// A step answering any call with the built-in reply.
@@ -161,22 +164,35 @@ impl Step {
 
     /// Whether the step answers a call with this metadata.
     pub fn matches(&self, meta: &CallMeta) -> bool {
-        matches(self.kind, self.role.as_deref(), self.subtask.as_deref(), meta)
+        matches(
+            self.kind,
+            self.role.as_deref(),
+            self.subtask.as_deref(),
+            meta,
+        )
     }
 
     /// Checks that the step says one thing.
     pub(crate) fn check(&self, index: usize) -> Result<(), ScriptError> {
-        let outcomes = [self.reply.is_some(), self.plan.is_some(), self.error.is_some(), self.hang];
+        let outcomes = [
+            self.reply.is_some(),
+            self.plan.is_some(),
+            self.error.is_some(),
+            self.hang,
+        ];
         if outcomes.into_iter().filter(|o| *o).count() > 1 {
             return Err(ScriptError::Invalid(format!(
                 "step {index}: give at most one of reply, plan, error, hang"
             )));
         }
         if self.times == Some(0) {
-            return Err(ScriptError::Invalid(format!("step {index}: times must be at least 1")));
+            return Err(ScriptError::Invalid(format!(
+                "step {index}: times must be at least 1"
+            )));
         }
         if let Some(e) = &self.error {
-            e.check().map_err(|m| ScriptError::Invalid(format!("step {index}: {m}")))?;
+            e.check()
+                .map_err(|m| ScriptError::Invalid(format!("step {index}: {m}")))?;
         }
         Ok(())
     }
@@ -226,7 +242,12 @@ pub enum MockError {
 impl Fault {
     /// A fault failing `rate` of the calls of `kind` with `error`.
     pub fn on(kind: CallKind, rate: f64, error: MockError) -> Self {
-        Self { kind: Some(kind), role: None, rate, error }
+        Self {
+            kind: Some(kind),
+            role: None,
+            rate,
+            error,
+        }
     }
 
     /// Whether the fault may hit a call with this metadata.
@@ -238,14 +259,18 @@ impl Fault {
 impl MockError {
     /// An HTTP error with this status.
     pub fn http(status: u16) -> Self {
-        MockError::Http { status, body: format!("mock HTTP {status}"), retry_after_ms: None }
+        MockError::Http {
+            status,
+            body: format!("mock HTTP {status}"),
+            retry_after_ms: None,
+        }
     }
 
     fn check(&self) -> Result<(), String> {
         match self {
-            MockError::Http { status, .. } if !(400..=599).contains(status) => {
-                Err(format!("HTTP error status {status} is not between 400 and 599"))
-            }
+            MockError::Http { status, .. } if !(400..=599).contains(status) => Err(format!(
+                "HTTP error status {status} is not between 400 and 599"
+            )),
             _ => Ok(()),
         }
     }
@@ -253,18 +278,31 @@ impl MockError {
     /// The error a real provider would give.
     pub fn to_llm_error(&self) -> LlmError {
         match self {
-            MockError::Http { status: 429, body, retry_after_ms } => LlmError::RateLimited {
+            MockError::Http {
+                status: 429,
+                body,
+                retry_after_ms,
+            } => LlmError::RateLimited {
                 status: 429,
                 retry_after: retry_after_ms.map(Duration::from_millis),
                 body: body.clone(),
             },
-            MockError::Http { status: status @ (401 | 403), body, .. } => {
-                LlmError::Auth { status: *status, body: body.clone() }
-            }
-            MockError::Http { status, body, .. } if *status >= 500 => {
-                LlmError::Server { status: *status, body: body.clone() }
-            }
-            MockError::Http { status, body, .. } => LlmError::BadRequest { status: *status, body: body.clone() },
+            MockError::Http {
+                status: status @ (401 | 403),
+                body,
+                ..
+            } => LlmError::Auth {
+                status: *status,
+                body: body.clone(),
+            },
+            MockError::Http { status, body, .. } if *status >= 500 => LlmError::Server {
+                status: *status,
+                body: body.clone(),
+            },
+            MockError::Http { status, body, .. } => LlmError::BadRequest {
+                status: *status,
+                body: body.clone(),
+            },
             MockError::Timeout => LlmError::Timeout(Duration::from_secs(30)),
             MockError::Transport => LlmError::Transport("mock connection reset".into()),
             MockError::Empty => LlmError::InvalidResponse {
@@ -316,7 +354,10 @@ impl Script {
                     fault.rate
                 )));
             }
-            fault.error.check().map_err(|m| ScriptError::Invalid(format!("fault {}: {m}", i + 1)))?;
+            fault
+                .error
+                .check()
+                .map_err(|m| ScriptError::Invalid(format!("fault {}: {m}", i + 1)))?;
         }
         Ok(())
     }

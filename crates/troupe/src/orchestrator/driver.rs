@@ -17,7 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use troupe_core::bus::{Delivery, topics};
 use troupe_core::envelope::{
-    DependencyResult, Envelope, MessageKind, Progress, TaskAssign, TaskError, TaskResult, role_address,
+    DependencyResult, Envelope, MessageKind, Progress, TaskAssign, TaskError, TaskResult,
+    role_address,
 };
 use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange, TaskLedger};
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest};
@@ -53,7 +54,7 @@ impl From<StoreError> for End {
 enum Wake {
     Shutdown,
     Cancelled,
-    Reply(Delivery),
+    Reply(Box<Delivery>),
     InboxClosed,
     Timer,
 }
@@ -99,13 +100,20 @@ impl Driver {
 
     /// Runs the task to its end and returns its task ledger.
     pub(super) async fn run(mut self) -> TaskRecord {
-        tracing::info!(goal_chars = self.ledger.record().goal.chars().count(), "task started");
+        tracing::info!(
+            goal_chars = self.ledger.record().goal.chars().count(),
+            "task started"
+        );
         let outcome = self.drive().await;
         let (status, result, error) = match outcome {
             Ok(answer) => (TaskStatus::Completed, Some(answer), None),
             Err(End::Failed(reason)) => (TaskStatus::Failed, None, Some(reason)),
             Err(End::Cancelled) => (TaskStatus::Cancelled, None, Some("cancelled".to_owned())),
-            Err(End::Store(e)) => (TaskStatus::Failed, None, Some(format!("the store failed: {e}"))),
+            Err(End::Store(e)) => (
+                TaskStatus::Failed,
+                None,
+                Some(format!("the store failed: {e}")),
+            ),
             Err(End::Shutdown) => {
                 tracing::info!("process stopping; the task is left as stored");
                 return self.ledger.into_record();
@@ -113,7 +121,9 @@ impl Driver {
         };
         match &error {
             None => tracing::info!("task completed"),
-            Some(reason) => tracing::warn!(status = %status, %reason, "task ended without an answer"),
+            Some(reason) => {
+                tracing::warn!(status = %status, %reason, "task ended without an answer");
+            }
         }
         if let Err(e) = self.finish(status, result, error).await {
             tracing::error!(error = %e, "could not store the end of the task");
@@ -123,7 +133,13 @@ impl Driver {
 
     async fn drive(&mut self) -> Result<String, End> {
         self.set_status(TaskStatus::Planning).await?;
-        self.record(None, None, EventKind::PlanningStarted, "asking the LLM for a plan".into()).await?;
+        self.record(
+            None,
+            None,
+            EventKind::PlanningStarted,
+            "asking the LLM for a plan".into(),
+        )
+        .await?;
         let plan = self.ask_plan(None).await?;
         self.install(plan).await?;
         loop {
@@ -140,7 +156,7 @@ impl Driver {
                 Wake::Shutdown => return Err(End::Shutdown),
                 Wake::Cancelled => return Err(End::Cancelled),
                 Wake::InboxClosed => return Err(End::Shutdown),
-                Wake::Reply(d) => self.on_reply(d).await?,
+                Wake::Reply(d) => self.on_reply(*d).await?,
                 Wake::Timer => self.on_timer().await?,
             }
         }
@@ -159,7 +175,7 @@ impl Driver {
             biased;
             () = self.shutdown.cancelled() => Wake::Shutdown,
             () = self.cancel.cancelled() => Wake::Cancelled,
-            d = self.inbox.recv() => d.map_or(Wake::InboxClosed, Wake::Reply),
+            d = self.inbox.recv() => d.map_or(Wake::InboxClosed, |d| Wake::Reply(Box::new(d))),
             () = tokio::time::sleep_until(wake_at) => Wake::Timer,
         }
     }
@@ -176,21 +192,42 @@ impl Driver {
     }
 
     fn timed_out(&self) -> End {
-        End::Failed(format!("the task did not finish within {}", fmt(self.shared.config.orchestrator.task_timeout)))
+        End::Failed(format!(
+            "the task did not finish within {}",
+            fmt(self.shared.config.orchestrator.task_timeout)
+        ))
     }
 
     // ----- planning -----
 
     async fn ask_plan(&mut self, situation: Option<String>) -> Result<Plan, End> {
         let first = situation.is_none();
-        let revision = if first { 0 } else { self.ledger.record().plan_revision + 1 };
-        let context = PlanContext { used_ids: self.ledger.used_ids(), completed_ids: self.ledger.completed_ids() };
+        let revision = if first {
+            0
+        } else {
+            self.ledger.record().plan_revision + 1
+        };
+        let context = PlanContext {
+            used_ids: self.ledger.used_ids(),
+            completed_ids: self.ledger.completed_ids(),
+        };
         let message = situation.unwrap_or_else(|| prompts::plan_user(&self.ledger.record().goal));
-        let ask = PlanAsk { task_id: self.ledger.id(), message, revision, context: &context };
+        let ask = PlanAsk {
+            task_id: self.ledger.id(),
+            message,
+            revision,
+            context: &context,
+        };
         let shared = self.shared.clone();
         let mut usage = Usage::default();
         let planned = self
-            .bounded(shared.planner.plan(shared.llm.as_ref(), &shared.config, &shared.recorder, ask, &mut usage))
+            .bounded(shared.planner.plan(
+                shared.llm.as_ref(),
+                &shared.config,
+                &shared.recorder,
+                ask,
+                &mut usage,
+            ))
             .await;
         self.ledger.add_usage(usage);
         planned?.map_err(|failure| End::Failed(failure.reason))
@@ -201,7 +238,11 @@ impl Driver {
         let record = self.ledger.record();
         let revision = record.plan_revision;
         let subtasks: Vec<_> = self.ledger.current().cloned().collect();
-        self.shared.stores.tasks.save_plan(record.id, revision, &record.facts, &subtasks).await?;
+        self.shared
+            .stores
+            .tasks
+            .save_plan(record.id, revision, &record.facts, &subtasks)
+            .await?;
         if self.ledger.record().status != TaskStatus::Running {
             self.set_status(TaskStatus::Running).await?;
         }
@@ -210,21 +251,31 @@ impl Driver {
             .iter()
             .map(|s| {
                 let deps: Vec<&str> = s.depends_on.iter().map(SubtaskId::as_str).collect();
-                if deps.is_empty() { format!("{} ({})", s.id, s.role) } else { format!("{} ({}) after {}", s.id, s.role, deps.join("+")) }
+                if deps.is_empty() {
+                    format!("{} ({})", s.id, s.role)
+                } else {
+                    format!("{} ({}) after {}", s.id, s.role, deps.join("+"))
+                }
             })
             .collect();
         let detail = format!("plan revision {revision}: {}", steps.join(", "));
-        self.record(None, None, EventKind::PlanAccepted, detail).await?;
+        self.record(None, None, EventKind::PlanAccepted, detail)
+            .await?;
         Ok(())
     }
 
     async fn replan_or_fail(&mut self, reason: String) -> Result<(), End> {
         let max = self.shared.config.orchestrator.max_replans;
         if self.replans >= max {
-            return Err(End::Failed(if max == 0 { reason } else { format!("{reason} (after {} re-plans)", self.replans) }));
+            return Err(End::Failed(if max == 0 {
+                reason
+            } else {
+                format!("{reason} (after {} re-plans)", self.replans)
+            }));
         }
         self.replans += 1;
-        self.record(None, None, EventKind::Replanning, reason.clone()).await?;
+        self.record(None, None, EventKind::Replanning, reason.clone())
+            .await?;
         let budget = self.shared.config.orchestrator.prompt_budget_chars;
         let situation = prompts::replan_user(&self.ledger, &reason, budget);
         let plan = self.ask_plan(Some(situation)).await?;
@@ -239,9 +290,20 @@ impl Driver {
         let failed: Vec<String> = self
             .ledger
             .failed()
-            .map(|s| format!("subtask {} ({}) failed: {}", s.id, s.role, s.last_error.as_deref().unwrap_or("unknown error")))
+            .map(|s| {
+                format!(
+                    "subtask {} ({}) failed: {}",
+                    s.id,
+                    s.role,
+                    s.last_error.as_deref().unwrap_or("unknown error")
+                )
+            })
             .collect();
-        if failed.is_empty() { "no subtask can run".to_owned() } else { failed.join("; ") }
+        if failed.is_empty() {
+            "no subtask can run".to_owned()
+        } else {
+            failed.join("; ")
+        }
     }
 
     // ----- dispatch -----
@@ -273,19 +335,23 @@ impl Driver {
         // One group commit for every dispatch and its ledger entry.
         let shared = &self.shared;
         let task_id = self.ledger.id();
-        let writes = sends.iter().map(|(id, attempt, role, _, change)| async move {
-            let entry = NewProgressEntry::subtask(
-                task_id,
-                &shared.agent,
-                id,
-                *attempt,
-                EventKind::SubtaskDispatched,
-                format!("sent to the {role} workers"),
-            );
-            let (applied, _) =
-                tokio::try_join!(shared.stores.tasks.update_subtask(task_id, id, change), shared.recorder.record(entry))?;
-            Ok::<_, StoreError>(applied)
-        });
+        let writes = sends
+            .iter()
+            .map(|(id, attempt, role, _, change)| async move {
+                let entry = NewProgressEntry::subtask(
+                    task_id,
+                    &shared.agent,
+                    id,
+                    *attempt,
+                    EventKind::SubtaskDispatched,
+                    format!("sent to the {role} workers"),
+                );
+                let (applied, _) = tokio::try_join!(
+                    shared.stores.tasks.update_subtask(task_id, id, change),
+                    shared.recorder.record(entry)
+                )?;
+                Ok::<_, StoreError>(applied)
+            });
         let mut diverged = false;
         for written in join_all(writes).await {
             diverged |= written? == Applied::Unchanged;
@@ -294,18 +360,35 @@ impl Driver {
             self.resync().await?;
         }
         for (id, attempt, role, envelope, _) in sends {
-            if let Err(e) = self.shared.bus.publish(&topics::role(&role), envelope).await {
-                self.on_attempt_failed(&id, attempt, format!("could not publish the subtask: {e}"), true, Usage::default())
-                    .await?;
+            if let Err(e) = self
+                .shared
+                .bus
+                .publish(&topics::role(&role), envelope)
+                .await
+            {
+                self.on_attempt_failed(
+                    &id,
+                    attempt,
+                    format!("could not publish the subtask: {e}"),
+                    true,
+                    Usage::default(),
+                )
+                .await?;
             }
         }
         Ok(())
     }
 
-    fn assignment(&self, id: &SubtaskId, attempt: u32) -> Result<(troupe_core::Role, Envelope), End> {
+    fn assignment(
+        &self,
+        id: &SubtaskId,
+        attempt: u32,
+    ) -> Result<(troupe_core::Role, Envelope), End> {
         let record = self.ledger.record();
         let Some(s) = self.ledger.subtask(id) else {
-            return Err(End::Failed(format!("internal error: subtask {id} vanished from the ledger")));
+            return Err(End::Failed(format!(
+                "internal error: subtask {id} vanished from the ledger"
+            )));
         };
         let dependencies = s
             .depends_on
@@ -329,10 +412,14 @@ impl Driver {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             reply_to: self.shared.inbox.clone(),
         };
-        let envelope =
-            Envelope::new(MessageKind::TaskAssign, self.shared.agent.clone(), role_address(&s.role), &assign)
-                .map_err(|e| End::Failed(format!("internal error: {e}")))?
-                .about(record.id, id, attempt);
+        let envelope = Envelope::new(
+            MessageKind::TaskAssign,
+            self.shared.agent.clone(),
+            role_address(&s.role),
+            &assign,
+        )
+        .map_err(|e| End::Failed(format!("internal error: {e}")))?
+        .about(record.id, id, attempt);
         Ok((s.role.clone(), envelope))
     }
 
@@ -361,7 +448,10 @@ impl Driver {
             Err(e) => return Ok(Err(e.to_string())),
         };
         if task_id != self.ledger.id() {
-            return Ok(Err(format!("reply for task {task_id} reached task {}", self.ledger.id())));
+            return Ok(Err(format!(
+                "reply for task {task_id} reached task {}",
+                self.ledger.id()
+            )));
         }
         let Some(current) = self.ledger.subtask(id) else {
             return Ok(Err(format!("the task has no subtask {id}")));
@@ -372,15 +462,30 @@ impl Driver {
         match env.kind {
             MessageKind::Progress => match env.decode::<Progress>() {
                 Ok(Progress::Started) => {
-                    let change = SubtaskChange::Started { attempt, agent: from.clone() };
+                    let change = SubtaskChange::Started {
+                        attempt,
+                        agent: from.clone(),
+                    };
                     if self.apply(&id, &change).await? {
                         let detail = format!("started by {from}");
-                        self.record(Some(&from), Some((&id, attempt)), EventKind::SubtaskStarted, detail).await?;
+                        self.record(
+                            Some(&from),
+                            Some((&id, attempt)),
+                            EventKind::SubtaskStarted,
+                            detail,
+                        )
+                        .await?;
                     }
                 }
                 Ok(Progress::Note { message }) => {
                     if in_flight {
-                        self.record(Some(&from), Some((&id, attempt)), EventKind::SubtaskProgress, message).await?;
+                        self.record(
+                            Some(&from),
+                            Some((&id, attempt)),
+                            EventKind::SubtaskProgress,
+                            message,
+                        )
+                        .await?;
                     }
                 }
                 Err(e) => return Ok(Err(e.to_string())),
@@ -390,17 +495,34 @@ impl Driver {
                 Err(e) => return Ok(Err(e.to_string())),
             },
             MessageKind::TaskError => match env.decode::<TaskError>() {
-                Ok(e) => self.on_attempt_failed(&id, attempt, e.message, e.retryable, e.usage).await?,
+                Ok(e) => {
+                    self.on_attempt_failed(&id, attempt, e.message, e.retryable, e.usage)
+                        .await?;
+                }
                 Err(e) => return Ok(Err(e.to_string())),
             },
-            other => return Ok(Err(format!("unexpected {other} message on the orchestrator's inbox"))),
+            other => {
+                return Ok(Err(format!(
+                    "unexpected {other} message on the orchestrator's inbox"
+                )));
+            }
         }
         Ok(Ok(()))
     }
 
-    async fn on_result(&mut self, id: &SubtaskId, attempt: u32, from: &AgentId, result: TaskResult) -> Result<(), End> {
+    async fn on_result(
+        &mut self,
+        id: &SubtaskId,
+        attempt: u32,
+        from: &AgentId,
+        result: TaskResult,
+    ) -> Result<(), End> {
         let detail = prompts::clip(&result.output, 500);
-        let change = SubtaskChange::Completed { attempt, agent: from.clone(), result: result.output };
+        let change = SubtaskChange::Completed {
+            attempt,
+            agent: from.clone(),
+            result: result.output,
+        };
         if !self.apply(id, &change).await? {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale result ignored");
             return Ok(());
@@ -408,7 +530,13 @@ impl Driver {
         self.ledger.add_usage(result.usage);
         self.deadlines.remove(id);
         self.stalls = 0;
-        self.record(Some(from), Some((id, attempt)), EventKind::SubtaskCompleted, detail).await
+        self.record(
+            Some(from),
+            Some((id, attempt)),
+            EventKind::SubtaskCompleted,
+            detail,
+        )
+        .await
     }
 
     async fn on_attempt_failed(
@@ -422,7 +550,11 @@ impl Driver {
         let shared = self.shared.clone();
         let config = &shared.config.orchestrator;
         let retry = retryable && attempt < config.max_attempts;
-        let change = SubtaskChange::AttemptFailed { attempt, error: error.clone(), retry };
+        let change = SubtaskChange::AttemptFailed {
+            attempt,
+            error: error.clone(),
+            retry,
+        };
         if !self.apply(id, &change).await? {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale failure ignored");
             return Ok(());
@@ -433,22 +565,38 @@ impl Driver {
         if retry {
             let wait = backoff::delay(&config.retry, attempt, None);
             self.retry_at.insert(id.clone(), Instant::now() + wait);
-            let detail = format!("attempt {attempt} failed: {error}; retrying in {}", fmt(wait));
-            self.record(None, Some((id, attempt)), EventKind::AttemptFailed, detail).await?;
+            let detail = format!(
+                "attempt {attempt} failed: {error}; retrying in {}",
+                fmt(wait)
+            );
+            self.record(None, Some((id, attempt)), EventKind::AttemptFailed, detail)
+                .await?;
         } else {
             let detail = if retryable {
                 format!("failed after {attempt} attempts: {error}")
             } else {
                 format!("failed with an error another attempt cannot fix: {error}")
             };
-            let role = self.ledger.subtask(id).map(|s| s.role.to_string()).unwrap_or_default();
-            self.ledger.add_fact(format!("Subtask {id} ({role}) failed: {}", prompts::clip(&error, 300)));
-            self.record(None, Some((id, attempt)), EventKind::SubtaskFailed, detail).await?;
+            let role = self
+                .ledger
+                .subtask(id)
+                .map(|s| s.role.to_string())
+                .unwrap_or_default();
+            self.ledger.add_fact(format!(
+                "Subtask {id} ({role}) failed: {}",
+                prompts::clip(&error, 300)
+            ));
+            self.record(None, Some((id, attempt)), EventKind::SubtaskFailed, detail)
+                .await?;
         }
         let max_stalls = self.shared.config.orchestrator.max_stalls;
         if self.stalls > max_stalls {
-            let reason = format!("{} failures in a row with no subtask completing", self.stalls);
-            self.record(None, None, EventKind::Stalled, reason.clone()).await?;
+            let reason = format!(
+                "{} failures in a row with no subtask completing",
+                self.stalls
+            );
+            self.record(None, None, EventKind::Stalled, reason.clone())
+                .await?;
             self.replan_or_fail(reason).await?;
         }
         Ok(())
@@ -459,14 +607,19 @@ impl Driver {
         if now >= self.task_deadline {
             return Err(self.timed_out());
         }
-        let expired: Vec<SubtaskId> =
-            self.deadlines.iter().filter(|(_, at)| **at <= now).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<SubtaskId> = self
+            .deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         let timeout = fmt(self.shared.config.orchestrator.subtask_timeout);
         for id in expired {
             self.deadlines.remove(&id);
             let attempt = self.ledger.subtask(&id).map_or(0, |s| s.attempts);
             let error = format!("no result within {timeout}");
-            self.on_attempt_failed(&id, attempt, error, true, Usage::default()).await?;
+            self.on_attempt_failed(&id, attempt, error, true, Usage::default())
+                .await?;
         }
         // Retries that are due are dispatched by the next `dispatch_ready`.
         Ok(())
@@ -486,7 +639,8 @@ impl Driver {
             })
             .collect();
         let detail = format!("writing the final answer from {} results", results.len());
-        self.record(None, None, EventKind::SynthesisStarted, detail).await?;
+        self.record(None, None, EventKind::SynthesisStarted, detail)
+            .await?;
         let shared = self.shared.clone();
         let goal = self.ledger.record().goal.clone();
         let task_id = self.ledger.id();
@@ -505,20 +659,42 @@ impl Driver {
         };
         let budget = shared.config.orchestrator.prompt_budget_chars;
         let shrinkable = !results.is_empty();
-        let call = llm_call::call_shrinking(shared.llm.as_ref(), &shared.config.llm, budget, shrinkable, build);
+        let call = llm_call::call_shrinking(
+            shared.llm.as_ref(),
+            &shared.config.llm,
+            budget,
+            shrinkable,
+            build,
+        );
         let outcome = self.bounded(call).await?;
         if let Ok(reply) = &outcome.result {
             self.ledger.add_usage(reply.usage);
         }
         for e in &outcome.retried {
-            self.shared.recorder.note(task_id, EventKind::LlmError, format!("synthesis call failed, retrying: {e}")).await;
+            self.shared
+                .recorder
+                .note(
+                    task_id,
+                    EventKind::LlmError,
+                    format!("synthesis call failed, retrying: {e}"),
+                )
+                .await;
         }
         match outcome.result {
             Ok(reply) if !reply.content.trim().is_empty() => Ok(reply.content.trim().to_owned()),
             Ok(_) => Err(End::Failed("the LLM's final answer was empty".into())),
             Err(e) => {
-                self.shared.recorder.note(task_id, EventKind::LlmError, format!("synthesis call failed: {e}")).await;
-                Err(End::Failed(format!("the final answer could not be written: {e}")))
+                self.shared
+                    .recorder
+                    .note(
+                        task_id,
+                        EventKind::LlmError,
+                        format!("synthesis call failed: {e}"),
+                    )
+                    .await;
+                Err(End::Failed(format!(
+                    "the final answer could not be written: {e}"
+                )))
             }
         }
     }
@@ -530,7 +706,12 @@ impl Driver {
         if !matches!(self.ledger.apply(id, change), Ok(Applied::Changed)) {
             return Ok(false);
         }
-        let stored = self.shared.stores.tasks.update_subtask(self.ledger.id(), id, change).await?;
+        let stored = self
+            .shared
+            .stores
+            .tasks
+            .update_subtask(self.ledger.id(), id, change)
+            .await?;
         if stored == Applied::Unchanged {
             self.resync().await?;
         }
@@ -546,8 +727,16 @@ impl Driver {
                 // Usage is counted here and only written to the store at status changes.
                 record.usage = self.ledger.record().usage;
                 self.ledger = TaskLedger::new(record);
-                self.deadlines.retain(|id, _| self.ledger.subtask(id).is_some_and(|s| s.status.is_in_flight()));
-                self.retry_at.retain(|id, _| self.ledger.subtask(id).is_some_and(|s| s.status == SubtaskStatus::Pending));
+                self.deadlines.retain(|id, _| {
+                    self.ledger
+                        .subtask(id)
+                        .is_some_and(|s| s.status.is_in_flight())
+                });
+                self.retry_at.retain(|id, _| {
+                    self.ledger
+                        .subtask(id)
+                        .is_some_and(|s| s.status == SubtaskStatus::Pending)
+                });
                 Ok(())
             }
             None => Err(End::Failed("the task disappeared from the store".into())),
@@ -557,8 +746,16 @@ impl Driver {
     async fn set_status(&mut self, status: TaskStatus) -> Result<(), End> {
         let now = troupe_core::time::now();
         self.ledger.set_status(status, now);
-        let update = TaskUpdate { usage: Some(self.ledger.record().usage), at: now, ..TaskUpdate::status(status) };
-        self.shared.stores.tasks.update_task(self.ledger.id(), &update).await?;
+        let update = TaskUpdate {
+            usage: Some(self.ledger.record().usage),
+            at: now,
+            ..TaskUpdate::status(status)
+        };
+        self.shared
+            .stores
+            .tasks
+            .update_task(self.ledger.id(), &update)
+            .await?;
         Ok(())
     }
 
@@ -573,19 +770,32 @@ impl Driver {
         let agent = agent.unwrap_or(&self.shared.agent);
         let task_id = self.ledger.id();
         let entry = match subtask {
-            Some((id, attempt)) => NewProgressEntry::subtask(task_id, agent, id, attempt, event, detail),
+            Some((id, attempt)) => {
+                NewProgressEntry::subtask(task_id, agent, id, attempt, event, detail)
+            }
             None => NewProgressEntry::task(task_id, agent, event, detail),
         };
         self.shared.recorder.record(entry).await?;
         Ok(())
     }
 
-    async fn finish(&mut self, status: TaskStatus, result: Option<String>, error: Option<String>) -> Result<(), StoreError> {
+    async fn finish(
+        &mut self,
+        status: TaskStatus,
+        result: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
         let task_id = self.ledger.id();
         if status != TaskStatus::Completed {
             let cancelled = self.ledger.cancel_open();
             let tasks = &self.shared.stores.tasks;
-            for written in join_all(cancelled.iter().map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled))).await {
+            for written in join_all(
+                cancelled
+                    .iter()
+                    .map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled)),
+            )
+            .await
+            {
                 written?;
             }
         }
@@ -595,15 +805,34 @@ impl Driver {
             (None, Some(reason)) => reason.clone(),
             (None, None) => String::new(),
         };
-        self.ledger.finish(status, result.clone(), error.clone(), now);
-        let update = TaskUpdate { status: Some(status), result, error, usage: Some(self.ledger.record().usage), at: now };
-        self.shared.stores.tasks.update_task(task_id, &update).await?;
+        self.ledger
+            .finish(status, result.clone(), error.clone(), now);
+        let update = TaskUpdate {
+            status: Some(status),
+            result,
+            error,
+            usage: Some(self.ledger.record().usage),
+            at: now,
+        };
+        self.shared
+            .stores
+            .tasks
+            .update_task(task_id, &update)
+            .await?;
         let event = match status {
             TaskStatus::Completed => EventKind::TaskCompleted,
             TaskStatus::Cancelled => EventKind::TaskCancelled,
             _ => EventKind::TaskFailed,
         };
-        self.shared.recorder.record(NewProgressEntry::task(task_id, &self.shared.agent, event, detail)).await?;
+        self.shared
+            .recorder
+            .record(NewProgressEntry::task(
+                task_id,
+                &self.shared.agent,
+                event,
+                detail,
+            ))
+            .await?;
         Ok(())
     }
 }

@@ -54,7 +54,9 @@ struct DriverSlot {
 impl Shared {
     fn drivers(&self) -> MutexGuard<'_, HashMap<TaskId, DriverSlot>> {
         // The map is consistent after every operation; a poisoned lock is safe to reuse.
-        self.drivers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.drivers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -79,7 +81,9 @@ impl TaskHandle {
 
     /// Waits for the task to end and returns its task ledger.
     pub async fn wait(self) -> Result<TaskRecord, TroupeError> {
-        self.join.await.map_err(|e| TroupeError::Internal(format!("the task's driver stopped: {e}")))
+        self.join
+            .await
+            .map_err(|e| TroupeError::Internal(format!("the task's driver stopped: {e}")))
     }
 }
 
@@ -101,9 +105,15 @@ pub(crate) struct OrchestratorParts {
 
 impl Orchestrator {
     /// Subscribes to the inbox and starts routing replies.
-    pub(crate) async fn start(parts: OrchestratorParts, shutdown: CancellationToken) -> Result<Self, BusError> {
+    pub(crate) async fn start(
+        parts: OrchestratorParts,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BusError> {
         let inbox = topics::inbox(&parts.agent);
-        let mut sub = parts.bus.subscribe(&inbox, "orchestrator", &parts.agent).await?;
+        let mut sub = parts
+            .bus
+            .subscribe(&inbox, "orchestrator", &parts.agent)
+            .await?;
         let shared = Arc::new(Shared {
             agent: parts.agent,
             inbox,
@@ -149,17 +159,30 @@ impl Orchestrator {
         }
         let chars = goal.chars().count();
         if chars > max {
-            return Err(TroupeError::InvalidGoal(format!("the goal has {chars} characters; at most {max}")));
+            return Err(TroupeError::InvalidGoal(format!(
+                "the goal has {chars} characters; at most {max}"
+            )));
         }
         let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
         let id = record.id;
         self.shared.stores.tasks.create_task(&record).await?;
-        let entry = NewProgressEntry::task(id, &self.shared.agent, EventKind::TaskSubmitted, "goal accepted");
+        let entry = NewProgressEntry::task(
+            id,
+            &self.shared.agent,
+            EventKind::TaskSubmitted,
+            "goal accepted",
+        );
         self.shared.recorder.record(entry).await?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
-        self.shared.drivers().insert(id, DriverSlot { inbox: tx, cancel: cancel.clone() });
+        self.shared.drivers().insert(
+            id,
+            DriverSlot {
+                inbox: tx,
+                cancel: cancel.clone(),
+            },
+        );
         let shutdown = self.shared.shutdown.clone();
         let driver = Driver::new(self.shared.clone(), record, rx, cancel.clone(), shutdown);
         let shared = self.shared.clone();
@@ -177,7 +200,11 @@ impl Orchestrator {
 
     /// Cancels a task running here; false if it is not running here.
     pub(crate) fn cancel(&self, id: TaskId) -> bool {
-        self.shared.drivers().get(&id).map(|slot| slot.cancel.cancel()).is_some()
+        self.shared
+            .drivers()
+            .get(&id)
+            .map(|slot| slot.cancel.cancel())
+            .is_some()
     }
 
     /// Tasks running here now.

@@ -57,8 +57,15 @@ impl Planner {
         ask: PlanAsk<'_>,
         usage: &mut Usage,
     ) -> Result<Plan, PlanFailure> {
-        let kind = if ask.revision == 0 { CallKind::Plan } else { CallKind::Replan };
-        let mut messages = vec![ChatMessage::system(&self.system), ChatMessage::user(ask.message)];
+        let kind = if ask.revision == 0 {
+            CallKind::Plan
+        } else {
+            CallKind::Replan
+        };
+        let mut messages = vec![
+            ChatMessage::system(&self.system),
+            ChatMessage::user(ask.message),
+        ];
         let attempts = config.orchestrator.max_plan_attempts;
         let mut last_problem = String::new();
         for attempt in 1..=attempts {
@@ -74,13 +81,27 @@ impl Planner {
 
             let outcome = llm_call::call(llm, &config.llm, request).await;
             for e in &outcome.retried {
-                recorder.note(ask.task_id, EventKind::LlmError, format!("planning call failed, retrying: {e}")).await;
+                recorder
+                    .note(
+                        ask.task_id,
+                        EventKind::LlmError,
+                        format!("planning call failed, retrying: {e}"),
+                    )
+                    .await;
             }
             let reply = match outcome.result {
                 Ok(reply) => reply,
                 Err(e) => {
-                    recorder.note(ask.task_id, EventKind::LlmError, format!("planning call failed: {e}")).await;
-                    return Err(PlanFailure { reason: format!("the LLM could not be asked for a plan: {e}") });
+                    recorder
+                        .note(
+                            ask.task_id,
+                            EventKind::LlmError,
+                            format!("planning call failed: {e}"),
+                        )
+                        .await;
+                    return Err(PlanFailure {
+                        reason: format!("the LLM could not be asked for a plan: {e}"),
+                    });
                 }
             };
             *usage += reply.usage;
@@ -88,14 +109,25 @@ impl Planner {
                 Ok(plan) => return Ok(plan),
                 Err(rejection) => {
                     last_problem = rejection.to_string();
-                    tracing::info!(attempt, problems = rejection.problems.len(), "plan rejected");
+                    tracing::info!(
+                        attempt,
+                        problems = rejection.problems.len(),
+                        "plan rejected"
+                    );
                     let detail = format!("reply {attempt} of {attempts} rejected: {rejection}");
-                    recorder.note(ask.task_id, EventKind::PlanRejected, detail).await;
-                    messages.push(ChatMessage::assistant(prompts::clip(&reply.content, MAX_ECHOED_REPLY)));
+                    recorder
+                        .note(ask.task_id, EventKind::PlanRejected, detail)
+                        .await;
+                    messages.push(ChatMessage::assistant(prompts::clip(
+                        &reply.content,
+                        MAX_ECHOED_REPLY,
+                    )));
                     messages.push(ChatMessage::user(prompts::plan_repair(&rejection)));
                 }
             }
         }
-        Err(PlanFailure { reason: format!("no valid plan after {attempts} replies; the last: {last_problem}") })
+        Err(PlanFailure {
+            reason: format!("no valid plan after {attempts} replies; the last: {last_problem}"),
+        })
     }
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use troupe_core::ledger::{EventKind, NewProgressEntry, ProgressEntry};
-use troupe_core::{AgentId, TaskId};
 use troupe_core::store::{ProgressStore, StoreError};
+use troupe_core::{AgentId, TaskId};
 
 /// Appends progress entries and broadcasts each stored one.
 #[derive(Clone)]
@@ -17,7 +17,9 @@ pub(crate) struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("agent", &self.agent).finish_non_exhaustive()
+        f.debug_struct("Recorder")
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
     }
 }
 
@@ -27,11 +29,18 @@ impl Recorder {
         progress: Arc<dyn ProgressStore>,
         events: broadcast::Sender<ProgressEntry>,
     ) -> Self {
-        Self { agent, progress, events }
+        Self {
+            agent,
+            progress,
+            events,
+        }
     }
 
     /// Stores `entry`, then tells observers.
-    pub(crate) async fn record(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
+    pub(crate) async fn record(
+        &self,
+        entry: NewProgressEntry,
+    ) -> Result<ProgressEntry, StoreError> {
         let stored = self.progress.append(entry).await?;
         tracing::debug!(step = stored.step, event = %stored.event, subtask_id = ?stored.subtask_id,
             agent_id = %stored.agent, detail = %stored.detail, "progress");

@@ -22,14 +22,26 @@ pub struct LlmWorker {
 
 impl std::fmt::Debug for LlmWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmWorker").field("budget", &self.budget).finish_non_exhaustive()
+        f.debug_struct("LlmWorker")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
     }
 }
 
 impl LlmWorker {
     /// A worker for `role` on `llm`, fitting dependency results into `budget` characters.
-    pub fn new(llm: Arc<dyn LlmProvider>, role: &RoleInfo, config: LlmCallConfig, budget: usize) -> Self {
-        Self { llm, config, system: prompts::worker_system(role), budget }
+    pub fn new(
+        llm: Arc<dyn LlmProvider>,
+        role: &RoleInfo,
+        config: LlmCallConfig,
+        budget: usize,
+    ) -> Self {
+        Self {
+            llm,
+            config,
+            system: prompts::worker_system(role),
+            budget,
+        }
     }
 }
 
@@ -47,7 +59,10 @@ impl Worker for LlmWorker {
         let build = |budget: usize| {
             let mut request = ChatRequest::new(
                 CallKind::Work,
-                vec![ChatMessage::system(&self.system), ChatMessage::user(prompts::worker_user(&prompt, budget))],
+                vec![
+                    ChatMessage::system(&self.system),
+                    ChatMessage::user(prompts::worker_user(&prompt, budget)),
+                ],
             );
             request.temperature = self.config.temperature;
             request.max_tokens = self.config.max_tokens;
@@ -57,12 +72,23 @@ impl Worker for LlmWorker {
             request
         };
         let shrinkable = !job.dependencies.is_empty();
-        let outcome = llm_call::call_shrinking(self.llm.as_ref(), &self.config, self.budget, shrinkable, build).await;
+        let outcome = llm_call::call_shrinking(
+            self.llm.as_ref(),
+            &self.config,
+            self.budget,
+            shrinkable,
+            build,
+        )
+        .await;
         match outcome.result {
-            Ok(reply) if reply.content.trim().is_empty() => {
-                Err(WorkError { usage: reply.usage, ..WorkError::retryable("the model's reply was empty") })
-            }
-            Ok(reply) => Ok(WorkOutput { text: reply.content, usage: reply.usage }),
+            Ok(reply) if reply.content.trim().is_empty() => Err(WorkError {
+                usage: reply.usage,
+                ..WorkError::retryable("the model's reply was empty")
+            }),
+            Ok(reply) => Ok(WorkOutput {
+                text: reply.content,
+                usage: reply.usage,
+            }),
             Err(e) => Err(WorkError::from(e)),
         }
     }

@@ -5,7 +5,7 @@
 //! [`WorkError`] that says whether another attempt may succeed. The five
 //! built-in roles are served by [`LlmWorker`]; register your own with
 //! [`TroupeBuilder::worker`](crate::TroupeBuilder::worker). The runner
-//! ([`runner`]) takes jobs off the role's topic, reports progress, enforces the
+//! (the `runner` module) takes jobs off the role's topic, reports progress, enforces the
 //! deadline and publishes the outcome.
 
 mod llm_worker;
@@ -59,7 +59,10 @@ pub struct WorkOutput {
 impl WorkOutput {
     /// A result that cost no tokens.
     pub fn text(text: impl Into<String>) -> Self {
-        Self { text: text.into(), usage: Usage::default() }
+        Self {
+            text: text.into(),
+            usage: Usage::default(),
+        }
     }
 }
 
@@ -78,18 +81,30 @@ pub struct WorkError {
 impl WorkError {
     /// A failure another attempt may overcome.
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: true, usage: Usage::default() }
+        Self {
+            message: message.into(),
+            retryable: true,
+            usage: Usage::default(),
+        }
     }
 
     /// A failure no attempt will overcome.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), retryable: false, usage: Usage::default() }
+        Self {
+            message: message.into(),
+            retryable: false,
+            usage: Usage::default(),
+        }
     }
 }
 
 impl From<LlmError> for WorkError {
     fn from(e: LlmError) -> Self {
-        Self { message: e.to_string(), retryable: e.is_retryable(), usage: Usage::default() }
+        Self {
+            message: e.to_string(),
+            retryable: e.is_retryable(),
+            usage: Usage::default(),
+        }
     }
 }
 
@@ -125,17 +140,31 @@ impl WorkerContext {
     /// Sends a progress note to the orchestrator; it lands in the progress
     /// ledger. A note that cannot be sent is logged, never an error.
     pub async fn progress(&self, message: impl Into<String>) {
-        let note = Progress::Note { message: message.into() };
+        let note = Progress::Note {
+            message: message.into(),
+        };
         if let Err(e) = self.send(MessageKind::Progress, &note).await {
             tracing::warn!(error = %e, "could not send a progress note");
         }
     }
 
-    pub(crate) async fn send<P: serde::Serialize>(&self, kind: MessageKind, payload: &P) -> Result<(), String> {
-        let envelope = Envelope::new(kind, self.agent.clone(), self.orchestrator.to_string(), payload)
-            .map_err(|e| e.to_string())?
-            .about(self.task_id, &self.subtask_id, self.attempt);
-        self.bus.publish(&self.reply_to, envelope).await.map_err(|e| e.to_string())
+    pub(crate) async fn send<P: serde::Serialize>(
+        &self,
+        kind: MessageKind,
+        payload: &P,
+    ) -> Result<(), String> {
+        let envelope = Envelope::new(
+            kind,
+            self.agent.clone(),
+            self.orchestrator.to_string(),
+            payload,
+        )
+        .map_err(|e| e.to_string())?
+        .about(self.task_id, &self.subtask_id, self.attempt);
+        self.bus
+            .publish(&self.reply_to, envelope)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -33,9 +33,15 @@ pub(crate) struct Runner {
 impl Runner {
     /// Subscribes, then runs until `shutdown`; in-flight subtasks get the grace
     /// period to finish and are handed back to the bus after it.
-    pub(crate) async fn start(self, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    pub(crate) async fn start(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let topic = topics::role(&self.role);
-        let mut sub = self.bus.subscribe(&topic, &topics::workers_group(&self.role), &self.agent).await?;
+        let mut sub = self
+            .bus
+            .subscribe(&topic, &topics::workers_group(&self.role), &self.agent)
+            .await?;
         let span = tracing::info_span!("worker", agent_id = %self.agent, role = %self.role);
         let this = Arc::new(self);
         let task = async move {
@@ -43,7 +49,9 @@ impl Runner {
             let hand_back = CancellationToken::new();
             let mut running = JoinSet::new();
             loop {
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let delivery = tokio::select! {
                     () = shutdown.cancelled() => break,
                     d = sub.next() => d,
@@ -79,11 +87,17 @@ impl Runner {
 
     async fn handle(&self, delivery: Delivery, hand_back: CancellationToken) {
         let envelope = &delivery.envelope;
-        let assignment = match (envelope.kind, envelope.decode::<TaskAssign>(), envelope.subtask_ref()) {
+        let assignment = match (
+            envelope.kind,
+            envelope.decode::<TaskAssign>(),
+            envelope.subtask_ref(),
+        ) {
             (MessageKind::TaskAssign, Ok(a), Ok(_)) if a.role == self.role => a,
             (kind, decoded, reference) => {
                 let reason = match (kind, decoded, reference) {
-                    (MessageKind::TaskAssign, Ok(a), Ok(_)) => format!("assignment for role {}, not {}", a.role, self.role),
+                    (MessageKind::TaskAssign, Ok(a), Ok(_)) => {
+                        format!("assignment for role {}, not {}", a.role, self.role)
+                    }
                     (MessageKind::TaskAssign, Err(e), _) => e.to_string(),
                     (MessageKind::TaskAssign, _, Err(e)) => e.to_string(),
                     (other, _, _) => format!("a {other} message on a role topic"),
@@ -95,7 +109,9 @@ impl Runner {
                 return;
             }
         };
-        let Ok((task_id, subtask_id, attempt)) = envelope.subtask_ref() else { return };
+        let Ok((task_id, subtask_id, attempt)) = envelope.subtask_ref() else {
+            return;
+        };
         let span = tracing::info_span!("subtask", %task_id, %subtask_id, attempt);
         let ctx = WorkerContext {
             agent: self.agent.clone(),
@@ -170,11 +186,19 @@ impl Runner {
 
 async fn send_error(ctx: &WorkerContext, e: WorkError) -> Result<(), String> {
     tracing::info!(error = %e.message, retryable = e.retryable, "subtask attempt failed");
-    let error = TaskError { message: clean(e.message), retryable: e.retryable, usage: e.usage };
+    let error = TaskError {
+        message: clean(e.message),
+        retryable: e.retryable,
+        usage: e.usage,
+    };
     ctx.send(MessageKind::TaskError, &error).await
 }
 
 /// Text fit for every store: NUL characters (which PostgreSQL refuses) replaced.
 fn clean(text: String) -> String {
-    if text.contains('\0') { text.replace('\0', "\u{fffd}") } else { text }
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
 }

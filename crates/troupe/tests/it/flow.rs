@@ -14,9 +14,18 @@ use crate::support::{config, count, kinds, result_of, step, troupe};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goal_is_planned_dispatched_and_answered() {
-    let llm = Arc::new(MockLlm::builder().delay(Duration::from_millis(150)).record().build().unwrap());
+    let llm = Arc::new(
+        MockLlm::builder()
+            .delay(Duration::from_millis(150))
+            .record()
+            .build()
+            .unwrap(),
+    );
     let troupe = troupe(llm.clone(), config()).await;
-    let task = troupe.run("Write a sales report from sales.csv").await.unwrap();
+    let task = troupe
+        .run("Write a sales report from sales.csv")
+        .await
+        .unwrap();
 
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let ids: Vec<&str> = task.subtasks.iter().map(|s| s.id.as_str()).collect();
@@ -26,19 +35,37 @@ async fn a_goal_is_planned_dispatched_and_answered() {
         assert_eq!(s.attempts, 1);
         // Each subtask reached a worker of its own role.
         let agent = s.agent.as_ref().unwrap().as_str();
-        assert!(agent.starts_with(&format!("{}-", s.role)), "{} done by {agent}", s.role);
+        assert!(
+            agent.starts_with(&format!("{}-", s.role)),
+            "{} done by {agent}",
+            s.role
+        );
     }
 
     // The writer got the results it depends on.
     let calls = llm.calls();
-    let writer_call = calls.iter().find(|c| c.meta().subtask_id.as_ref().is_some_and(|s| s.as_str() == "s3")).unwrap();
+    let writer_call = calls
+        .iter()
+        .find(|c| {
+            c.meta()
+                .subtask_id
+                .as_ref()
+                .is_some_and(|s| s.as_str() == "s3")
+        })
+        .unwrap();
     let prompt = writer_call.request.last_user_message().unwrap();
-    assert!(prompt.contains(result_of(&task, "s1")) && prompt.contains(result_of(&task, "s2")), "{prompt}");
+    assert!(
+        prompt.contains(result_of(&task, "s1")) && prompt.contains(result_of(&task, "s2")),
+        "{prompt}"
+    );
 
     // The answer is made from every result.
     let answer = task.result.as_deref().unwrap();
     for id in ["s1", "s2", "s3"] {
-        assert!(answer.contains(result_of(&task, id)), "answer lacks {id}: {answer}");
+        assert!(
+            answer.contains(result_of(&task, id)),
+            "answer lacks {id}: {answer}"
+        );
     }
     assert!(task.usage.prompt_tokens > 0 && task.usage.completion_tokens > 0);
     assert_eq!(llm.call_count(), 5, "plan + 3 subtasks + synthesis");
@@ -48,16 +75,26 @@ async fn a_goal_is_planned_dispatched_and_answered() {
     let steps: Vec<u64> = entries.iter().map(|e| e.step).collect();
     assert_eq!(steps, (1..=entries.len() as u64).collect::<Vec<_>>());
     let events = kinds(&entries);
-    assert_eq!(events[..3].iter().map(|e| e.0).collect::<Vec<_>>(), [
-        EventKind::TaskSubmitted,
-        EventKind::PlanningStarted,
-        EventKind::PlanAccepted
-    ]);
-    assert_eq!(events[events.len() - 2..].iter().map(|e| e.0).collect::<Vec<_>>(), [
-        EventKind::SynthesisStarted,
-        EventKind::TaskCompleted
-    ]);
-    for kind in [EventKind::SubtaskDispatched, EventKind::SubtaskStarted, EventKind::SubtaskCompleted] {
+    assert_eq!(
+        events[..3].iter().map(|e| e.0).collect::<Vec<_>>(),
+        [
+            EventKind::TaskSubmitted,
+            EventKind::PlanningStarted,
+            EventKind::PlanAccepted
+        ]
+    );
+    assert_eq!(
+        events[events.len() - 2..]
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>(),
+        [EventKind::SynthesisStarted, EventKind::TaskCompleted]
+    );
+    for kind in [
+        EventKind::SubtaskDispatched,
+        EventKind::SubtaskStarted,
+        EventKind::SubtaskCompleted,
+    ] {
         assert_eq!(count(&entries, kind), 3, "{kind}: {events:#?}");
     }
     // Worker steps are recorded under the worker that took them.
@@ -71,7 +108,13 @@ async fn a_goal_is_planned_dispatched_and_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dependents_wait_and_independent_subtasks_overlap() {
-    let llm = Arc::new(MockLlm::builder().delay(Duration::from_millis(300)).record().build().unwrap());
+    let llm = Arc::new(
+        MockLlm::builder()
+            .delay(Duration::from_millis(300))
+            .record()
+            .build()
+            .unwrap(),
+    );
     let troupe = troupe(llm.clone(), config()).await;
     let task = troupe.run("Compare three databases").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed);
@@ -81,19 +124,33 @@ async fn dependents_wait_and_independent_subtasks_overlap() {
     let s3_dispatched = step(&entries, EventKind::SubtaskDispatched, "s3");
     for dep in ["s1", "s2"] {
         let done = step(&entries, EventKind::SubtaskCompleted, dep);
-        assert!(done.step < s3_dispatched.step && done.at <= s3_dispatched.at, "s3 before {dep} finished");
+        assert!(
+            done.step < s3_dispatched.step && done.at <= s3_dispatched.at,
+            "s3 before {dep} finished"
+        );
     }
     // s1 and s2 ran at the same time: each started before the other finished.
     let calls = llm.calls();
     let span = |id: &str| {
-        let c = calls.iter().find(|c| c.meta().subtask_id.as_ref().is_some_and(|s| s.as_str() == id)).unwrap();
+        let c = calls
+            .iter()
+            .find(|c| {
+                c.meta()
+                    .subtask_id
+                    .as_ref()
+                    .is_some_and(|s| s.as_str() == id)
+            })
+            .unwrap();
         (c.started, c.finished)
     };
     let (a0, a1) = span("s1");
     let (b0, b1) = span("s2");
     assert!(a0 < b1 && b0 < a1, "s1 and s2 did not overlap");
     let (c0, _) = span("s3");
-    assert!(c0 >= a1 && c0 >= b1, "s3's LLM call began before a dependency finished");
+    assert!(
+        c0 >= a1 && c0 >= b1,
+        "s3's LLM call began before a dependency finished"
+    );
     troupe.shutdown().await;
 }
 
@@ -109,7 +166,12 @@ async fn several_workers_share_a_role() {
     let llm = Arc::new(
         MockLlm::builder()
             .step(Step::on(CallKind::Plan).plan(plan))
-            .step(Step::on(CallKind::Work).role("researcher").delay(Duration::from_millis(200)).repeat())
+            .step(
+                Step::on(CallKind::Work)
+                    .role("researcher")
+                    .delay(Duration::from_millis(200))
+                    .repeat(),
+            )
             .build()
             .unwrap(),
     );
@@ -125,13 +187,22 @@ async fn several_workers_share_a_role() {
         .filter(|s| s.role.as_str() == "researcher")
         .map(|s| s.agent.as_ref().unwrap().as_str())
         .collect();
-    assert_eq!(researchers.len(), 2, "one worker did everything: {researchers:?}");
+    assert_eq!(
+        researchers.len(),
+        2,
+        "one worker did everything: {researchers:?}"
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tasks_run_at_once() {
-    let llm = Arc::new(MockLlm::builder().delay(Duration::from_millis(20)).build().unwrap());
+    let llm = Arc::new(
+        MockLlm::builder()
+            .delay(Duration::from_millis(20))
+            .build()
+            .unwrap(),
+    );
     let troupe = troupe(llm, config()).await;
     let mut handles = Vec::new();
     for i in 0..50 {
@@ -164,6 +235,44 @@ async fn a_runtime_needs_an_llm_and_valid_settings() {
     assert!(err.to_string().contains("no LLM provider"), "{err}");
     let mut c = config();
     c.workers.per_role = 0;
-    let err = troupe::Troupe::builder().llm(Arc::new(MockLlm::builtin())).config(c).build().await.unwrap_err();
+    let err = troupe::Troupe::builder()
+        .llm(Arc::new(MockLlm::builtin()))
+        .config(c)
+        .build()
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("workers.per_role"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_results_are_visible_while_the_task_runs() {
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Work).subtask("s3").delay(Duration::from_millis(800)))
+        .build()
+        .unwrap();
+    let troupe = troupe(Arc::new(llm), config()).await;
+    let handle = troupe.submit("Slow writer").await.unwrap();
+    let mut seen = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = troupe.task(handle.id()).await.unwrap().unwrap();
+        let done: Vec<&str> = now
+            .subtasks
+            .iter()
+            .filter(|s| s.status == SubtaskStatus::Completed)
+            .map(|s| s.id.as_str())
+            .collect();
+        if done == ["s1", "s2"] {
+            seen = Some(now);
+            break;
+        }
+    }
+    let partial = seen.expect("s1 and s2 never showed as completed while s3 ran");
+    assert_eq!(partial.status, TaskStatus::Running);
+    assert!(partial.subtasks[0].result.is_some() && partial.result.is_none());
+    assert!(partial.subtasks[2].status.is_in_flight(), "{:?}", partial.subtasks[2].status);
+    let summary = troupe.stores().tasks.list_tasks(&Default::default()).await.unwrap();
+    assert_eq!((summary[0].subtasks_completed, summary[0].subtasks_total), (2, 3));
+    assert_eq!(handle.wait().await.unwrap().status, TaskStatus::Completed);
+    troupe.shutdown().await;
 }

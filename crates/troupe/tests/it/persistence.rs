@@ -15,7 +15,11 @@ async fn a_finished_task_is_unchanged_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("troupe.db");
 
-    let store = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).await.unwrap());
+    let store = Arc::new(
+        SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap(),
+    );
     let troupe = Troupe::builder()
         .llm(Arc::new(MockLlm::builtin()))
         .stores(Stores::from_backend(store.clone()))
@@ -30,7 +34,11 @@ async fn a_finished_task_is_unchanged_after_a_restart() {
     drop(store);
 
     // A new process: a new store on the same file.
-    let reopened = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).await.unwrap());
+    let reopened = Arc::new(
+        SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap(),
+    );
     let troupe = Troupe::builder()
         .llm(Arc::new(MockLlm::builtin()))
         .stores(Stores::from_backend(reopened))

@@ -27,7 +27,11 @@ struct Flaky {
 impl Worker for Flaky {
     async fn run(&self, job: &Job, ctx: &WorkerContext) -> Result<WorkOutput, WorkError> {
         ctx.progress(format!("attempt {}", job.attempt)).await;
-        if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Err(WorkError::retryable("the upstream API returned 503"));
         }
         Ok(WorkOutput::text(format!("done on attempt {}", job.attempt)))
@@ -36,7 +40,9 @@ impl Worker for Flaky {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_worker_is_retried() {
-    let flaky = Flaky { failures: AtomicU32::new(2) };
+    let flaky = Flaky {
+        failures: AtomicU32::new(2),
+    };
     let troupe = Troupe::builder()
         .llm(Arc::new(MockLlm::builtin()))
         .config(config())
@@ -46,20 +52,41 @@ async fn a_failing_worker_is_retried() {
         .unwrap();
     let task = troupe.run("Analyse the churn").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
-    let s2 = task.subtasks.iter().find(|s| s.id.as_str() == "s2").unwrap();
+    let s2 = task
+        .subtasks
+        .iter()
+        .find(|s| s.id.as_str() == "s2")
+        .unwrap();
     assert_eq!(s2.attempts, 3);
     assert_eq!(s2.result.as_deref(), Some("done on attempt 3"));
-    assert_eq!(s2.last_error.as_deref(), Some("the upstream API returned 503"));
+    assert_eq!(
+        s2.last_error.as_deref(),
+        Some("the upstream API returned 503")
+    );
     let entries = troupe.progress(task.id).await.unwrap();
-    assert_eq!(count(&entries, EventKind::AttemptFailed), 2, "{:#?}", kinds(&entries));
-    assert!(entries.iter().any(|e| e.event == EventKind::SubtaskProgress && e.detail == "attempt 3"));
+    assert_eq!(
+        count(&entries, EventKind::AttemptFailed),
+        2,
+        "{:#?}",
+        kinds(&entries)
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.event == EventKind::SubtaskProgress && e.detail == "attempt 3")
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).subtask("s1").error(MockError::http(503)).times(2))
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s1")
+                .error(MockError::http(503))
+                .times(2),
+        )
         .build()
         .unwrap();
     let mut c = config();
@@ -75,7 +102,10 @@ async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
 async fn a_plan_malformed_twice_then_valid_succeeds() {
     let llm = MockLlm::builder()
         .step(Step::on(CallKind::Plan).reply("Sure! I will research, analyse and write."))
-        .step(Step::on(CallKind::Plan).plan(json!({"subtasks": [{"id": "a", "role": "chef", "instruction": "cook"}]})))
+        .step(
+            Step::on(CallKind::Plan)
+                .plan(json!({"subtasks": [{"id": "a", "role": "chef", "instruction": "cook"}]})),
+        )
         .record()
         .build()
         .unwrap();
@@ -84,8 +114,11 @@ async fn a_plan_malformed_twice_then_valid_succeeds() {
     let task = troupe.run("Plan a dinner").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let entries = troupe.progress(task.id).await.unwrap();
-    let rejected: Vec<&str> =
-        entries.iter().filter(|e| e.event == EventKind::PlanRejected).map(|e| e.detail.as_str()).collect();
+    let rejected: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.event == EventKind::PlanRejected)
+        .map(|e| e.detail.as_str())
+        .collect();
     assert_eq!(rejected.len(), 2);
     assert!(rejected[0].contains("no JSON object"), "{}", rejected[0]);
     assert!(rejected[1].contains("/subtasks/0/role"), "{}", rejected[1]);
@@ -93,29 +126,52 @@ async fn a_plan_malformed_twice_then_valid_succeeds() {
     let third = &llm.calls()[2];
     assert_eq!(third.meta().kind, CallKind::Plan);
     let last = third.request.last_user_message().unwrap();
-    assert!(last.contains("/subtasks/0/role") && last.contains("corrected JSON"), "{last}");
+    assert!(
+        last.contains("/subtasks/0/role") && last.contains("corrected JSON"),
+        "{last}"
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_that_never_validates_fails_with_the_reason() {
-    let llm = MockLlm::builder().step(Step::on(CallKind::Plan).reply("{\"subtasks\": [").repeat()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Plan).reply("{\"subtasks\": [").repeat())
+        .build()
+        .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let task = troupe.run("Anything").await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     assert!(task.subtasks.is_empty());
     let reason = task.error.unwrap();
-    assert!(reason.contains("no valid plan after 3 replies") && reason.contains("cut off"), "{reason}");
+    assert!(
+        reason.contains("no valid plan after 3 replies") && reason.contains("cut off"),
+        "{reason}"
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_llm_fails_planning_with_the_reason() {
-    let llm = MockLlm::builder().step(Step::on(CallKind::Plan).error(MockError::http(401)).repeat()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(
+            Step::on(CallKind::Plan)
+                .error(MockError::http(401))
+                .repeat(),
+        )
+        .build()
+        .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let task = troupe.run("Anything").await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
-    assert!(task.error.as_deref().unwrap().contains("refused the credentials"), "{:?}", task.error);
+    assert!(
+        task.error
+            .as_deref()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{:?}",
+        task.error
+    );
     troupe.shutdown().await;
 }
 
@@ -135,7 +191,12 @@ impl Bus for Duplicating {
         self.0.publish(topic, envelope).await
     }
 
-    async fn subscribe(&self, topic: &str, group: &str, consumer: &AgentId) -> Result<Box<dyn Subscription>, BusError> {
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &AgentId,
+    ) -> Result<Box<dyn Subscription>, BusError> {
         self.0.subscribe(topic, group, consumer).await
     }
 
@@ -157,16 +218,28 @@ async fn a_duplicate_result_changes_nothing() {
     let task = troupe.run("Count the stars").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let entries = troupe.progress(task.id).await.unwrap();
-    assert_eq!(count(&entries, EventKind::SubtaskCompleted), 3, "{:#?}", kinds(&entries));
+    assert_eq!(
+        count(&entries, EventKind::SubtaskCompleted),
+        3,
+        "{:#?}",
+        kinds(&entries)
+    );
     assert!(task.subtasks.iter().all(|s| s.attempts == 1));
 
     // A result delivered again after the task ended changes nothing either.
     let stored = troupe.task(task.id).await.unwrap().unwrap();
     let worker = task.subtasks[0].agent.clone().unwrap();
-    let again = Envelope::new(MessageKind::TaskResult, worker, troupe.agent_id().to_string(), &json!({"output": "other"}))
-        .unwrap()
-        .about(task.id, &SubtaskId::new("s1").unwrap(), 1);
-    bus.publish(&topics::inbox(troupe.agent_id()), again).await.unwrap();
+    let again = Envelope::new(
+        MessageKind::TaskResult,
+        worker,
+        troupe.agent_id().to_string(),
+        &json!({"output": "other"}),
+    )
+    .unwrap()
+    .about(task.id, &SubtaskId::new("s1").unwrap(), 1);
+    bus.publish(&topics::inbox(troupe.agent_id()), again)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(troupe.task(task.id).await.unwrap().unwrap(), stored);
     assert_eq!(troupe.progress(task.id).await.unwrap(), entries);
@@ -175,17 +248,28 @@ async fn a_duplicate_result_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subtask_that_hangs_times_out_and_is_retried() {
-    let llm = MockLlm::builder().step(Step::on(CallKind::Work).subtask("s2").hang()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Work).subtask("s2").hang())
+        .build()
+        .unwrap();
     let mut c = config();
     c.orchestrator.subtask_timeout = Duration::from_millis(300);
     let troupe = troupe(Arc::new(llm), c).await;
     let task = troupe.run("Slow research").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
-    let s2 = task.subtasks.iter().find(|s| s.id.as_str() == "s2").unwrap();
+    let s2 = task
+        .subtasks
+        .iter()
+        .find(|s| s.id.as_str() == "s2")
+        .unwrap();
     assert_eq!(s2.attempts, 2);
     let entries = troupe.progress(task.id).await.unwrap();
     let failed = step(&entries, EventKind::AttemptFailed, "s2");
-    assert!(failed.detail.contains("no result within 300ms"), "{}", failed.detail);
+    assert!(
+        failed.detail.contains("no result within 300ms"),
+        "{}",
+        failed.detail
+    );
     troupe.shutdown().await;
 }
 
@@ -193,7 +277,12 @@ async fn a_subtask_that_hangs_times_out_and_is_retried() {
 async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     // The analyst's model rejects every request: a permanent error.
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).subtask("s2").error(MockError::http(400)).repeat())
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s2")
+                .error(MockError::http(400))
+                .repeat(),
+        )
         .record()
         .build()
         .unwrap();
@@ -202,42 +291,81 @@ async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     let task = troupe.run("Estimate the market").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     assert_eq!(task.plan_revision, 1);
-    let status = |id: &str| task.subtasks.iter().find(|s| s.id.as_str() == id).unwrap().status;
+    let status = |id: &str| {
+        task.subtasks
+            .iter()
+            .find(|s| s.id.as_str() == id)
+            .unwrap()
+            .status
+    };
     assert_eq!(status("s1"), SubtaskStatus::Completed);
     assert_eq!(status("s2"), SubtaskStatus::Failed);
     assert_eq!(status("s3"), SubtaskStatus::Superseded);
     assert_eq!(status("r1s3"), SubtaskStatus::Completed);
-    assert!(task.facts.iter().any(|f| f.contains("s2 (analyst) failed")), "{:?}", task.facts);
+    assert!(
+        task.facts.iter().any(|f| f.contains("s2 (analyst) failed")),
+        "{:?}",
+        task.facts
+    );
     let entries = troupe.progress(task.id).await.unwrap();
     assert_eq!(count(&entries, EventKind::Replanning), 1);
     assert_eq!(count(&entries, EventKind::PlanAccepted), 2);
     // The re-plan request told the model what failed and what is already done.
-    let replan = llm.calls().into_iter().find(|c| c.meta().kind == CallKind::Replan).unwrap();
+    let replan = llm
+        .calls()
+        .into_iter()
+        .find(|c| c.meta().kind == CallKind::Replan)
+        .unwrap();
     let message = replan.request.last_user_message().unwrap();
-    assert!(message.contains("s2 (analyst)") && message.contains("s1 (researcher)"), "{message}");
+    assert!(
+        message.contains("s2 (analyst)") && message.contains("s1 (researcher)"),
+        "{message}"
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).role("analyst").error(MockError::http(400)).repeat())
+        .step(
+            Step::on(CallKind::Work)
+                .role("analyst")
+                .error(MockError::http(400))
+                .repeat(),
+        )
         .build()
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let task = troupe.run("Estimate the market").await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
     let reason = task.error.unwrap();
-    assert!(reason.contains("r1s2 (analyst) failed") && reason.contains("after 1 re-plans"), "{reason}");
-    assert!(task.subtasks.iter().all(|s| s.status.is_terminal()), "{:?}", task.subtasks);
+    assert!(
+        reason.contains("r1s2 (analyst) failed") && reason.contains("after 1 re-plans"),
+        "{reason}"
+    );
+    assert!(
+        task.subtasks.iter().all(|s| s.status.is_terminal()),
+        "{:?}",
+        task.subtasks
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_count_as_a_stall() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).subtask("s1").error(MockError::http(503)).repeat())
-        .step(Step::on(CallKind::Work).subtask("s2").error(MockError::http(503)).repeat())
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s1")
+                .error(MockError::http(503))
+                .repeat(),
+        )
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s2")
+                .error(MockError::http(503))
+                .repeat(),
+        )
         .build()
         .unwrap();
     let mut c = config();
@@ -248,42 +376,74 @@ async fn repeated_failures_count_as_a_stall() {
     let task = troupe.run("Anything").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let entries = troupe.progress(task.id).await.unwrap();
-    let stalled = entries.iter().find(|e| e.event == EventKind::Stalled).unwrap();
-    assert!(stalled.detail.starts_with("5 failures in a row"), "{}", stalled.detail);
+    let stalled = entries
+        .iter()
+        .find(|e| e.event == EventKind::Stalled)
+        .unwrap();
+    assert!(
+        stalled.detail.starts_with("5 failures in a row"),
+        "{}",
+        stalled.detail
+    );
     assert_eq!(task.plan_revision, 1);
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_task_ends_cancelled() {
-    let llm = MockLlm::builder().step(Step::on(CallKind::Work).hang().repeat()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Work).hang().repeat())
+        .build()
+        .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let handle = troupe.submit("Wait forever").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(troupe.cancel(handle.id()));
     let task = handle.wait().await.unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
-    assert!(task.subtasks.iter().all(|s| s.status == SubtaskStatus::Cancelled), "{:?}", task.subtasks);
-    assert_eq!(troupe.task(task.id).await.unwrap().unwrap().status, TaskStatus::Cancelled);
+    assert!(
+        task.subtasks
+            .iter()
+            .all(|s| s.status == SubtaskStatus::Cancelled),
+        "{:?}",
+        task.subtasks
+    );
+    assert_eq!(
+        troupe.task(task.id).await.unwrap().unwrap().status,
+        TaskStatus::Cancelled
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_time_limit_fails() {
-    let llm = MockLlm::builder().step(Step::on(CallKind::Work).hang().repeat()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Work).hang().repeat())
+        .build()
+        .unwrap();
     let mut c = config();
     c.orchestrator.task_timeout = Duration::from_millis(500);
     let troupe = troupe(Arc::new(llm), c).await;
     let task = troupe.run("Never ends").await.unwrap();
     assert_eq!(task.status, TaskStatus::Failed);
-    assert_eq!(task.error.as_deref(), Some("the task did not finish within 500ms"));
+    assert_eq!(
+        task.error.as_deref(),
+        Some("the task did not finish within 500ms")
+    );
     troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_malformed_messages_are_set_aside() {
     let bus = MemoryBus::default();
-    let llm = MockLlm::builder().step(Step::on(CallKind::Work).delay(Duration::from_millis(300)).repeat()).build().unwrap();
+    let llm = MockLlm::builder()
+        .step(
+            Step::on(CallKind::Work)
+                .delay(Duration::from_millis(300))
+                .repeat(),
+        )
+        .build()
+        .unwrap();
     let troupe = Troupe::builder()
         .llm(Arc::new(llm))
         .bus(Arc::new(bus.clone()))
@@ -296,25 +456,53 @@ async fn forged_and_malformed_messages_are_set_aside() {
 
     let forger = AgentId::new("mallory").unwrap();
     let inbox = topics::inbox(troupe.agent_id());
-    let garbage = Envelope::new(MessageKind::TaskResult, forger.clone(), "x", &json!({"not": "a result"}))
-        .unwrap()
-        .about(handle.id(), &SubtaskId::new("s1").unwrap(), 1);
+    let garbage = Envelope::new(
+        MessageKind::TaskResult,
+        forger.clone(),
+        "x",
+        &json!({"not": "a result"}),
+    )
+    .unwrap()
+    .about(handle.id(), &SubtaskId::new("s1").unwrap(), 1);
     bus.publish(&inbox, garbage).await.unwrap();
-    let unknown = Envelope::new(MessageKind::TaskResult, forger.clone(), "x", &json!({"output": "forged"}))
-        .unwrap()
-        .about(handle.id(), &SubtaskId::new("nope").unwrap(), 1);
+    let unknown = Envelope::new(
+        MessageKind::TaskResult,
+        forger.clone(),
+        "x",
+        &json!({"output": "forged"}),
+    )
+    .unwrap()
+    .about(handle.id(), &SubtaskId::new("nope").unwrap(), 1);
     bus.publish(&inbox, unknown).await.unwrap();
-    let assignment = Envelope::new(MessageKind::TaskAssign, forger, "x", &json!({"goal": 1})).unwrap();
-    bus.publish(&topics::role(&Role::new("writer").unwrap()), assignment).await.unwrap();
+    let assignment =
+        Envelope::new(MessageKind::TaskAssign, forger, "x", &json!({"goal": 1})).unwrap();
+    bus.publish(&topics::role(&Role::new("writer").unwrap()), assignment)
+        .await
+        .unwrap();
 
     let task = handle.wait().await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
-    assert!(task.subtasks.iter().all(|s| s.result.as_deref() != Some("forged")));
+    assert!(
+        task.subtasks
+            .iter()
+            .all(|s| s.result.as_deref() != Some("forged"))
+    );
     let dead = bus.dead_letters(&inbox).await.unwrap();
     assert_eq!(dead.len(), 2, "{dead:#?}");
-    assert!(dead[0].reason.contains("malformed task_result"), "{}", dead[0].reason);
-    assert!(dead[1].reason.contains("no subtask nope"), "{}", dead[1].reason);
-    let dead = bus.dead_letters(&topics::role(&Role::new("writer").unwrap())).await.unwrap();
+    assert!(
+        dead[0].reason.contains("malformed task_result"),
+        "{}",
+        dead[0].reason
+    );
+    assert!(
+        dead[1].reason.contains("no subtask nope"),
+        "{}",
+        dead[1].reason
+    );
+    let dead = bus
+        .dead_letters(&topics::role(&Role::new("writer").unwrap()))
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     troupe.shutdown().await;
 }

@@ -25,11 +25,20 @@ pub(crate) fn config() -> TroupeConfig {
 
 /// A runtime on the in-memory bus and store with `llm`.
 pub(crate) async fn troupe(llm: Arc<MockLlm>, config: TroupeConfig) -> Troupe {
-    Troupe::builder().llm(llm).config(config).build().await.unwrap()
+    Troupe::builder()
+        .llm(llm)
+        .config(config)
+        .build()
+        .await
+        .unwrap()
 }
 
 /// The step at which `event` happened for `subtask` (the first such entry).
-pub(crate) fn step<'a>(entries: &'a [ProgressEntry], event: EventKind, subtask: &str) -> &'a ProgressEntry {
+pub(crate) fn step<'a>(
+    entries: &'a [ProgressEntry],
+    event: EventKind,
+    subtask: &str,
+) -> &'a ProgressEntry {
     entries
         .iter()
         .find(|e| e.event == event && e.subtask_id.as_ref().is_some_and(|s| s.as_str() == subtask))
@@ -38,7 +47,10 @@ pub(crate) fn step<'a>(entries: &'a [ProgressEntry], event: EventKind, subtask: 
 
 /// The events, in order, with their subtasks.
 pub(crate) fn kinds(entries: &[ProgressEntry]) -> Vec<(EventKind, Option<String>)> {
-    entries.iter().map(|e| (e.event, e.subtask_id.as_ref().map(ToString::to_string))).collect()
+    entries
+        .iter()
+        .map(|e| (e.event, e.subtask_id.as_ref().map(ToString::to_string)))
+        .collect()
 }
 
 /// How many entries of `event` there are.
@@ -48,5 +60,9 @@ pub(crate) fn count(entries: &[ProgressEntry], event: EventKind) -> usize {
 
 /// The result of subtask `id`.
 pub(crate) fn result_of<'a>(task: &'a TaskRecord, id: &str) -> &'a str {
-    task.subtasks.iter().find(|s| s.id.as_str() == id).and_then(|s| s.result.as_deref()).unwrap_or_default()
+    task.subtasks
+        .iter()
+        .find(|s| s.id.as_str() == id)
+        .and_then(|s| s.result.as_deref())
+        .unwrap_or_default()
 }

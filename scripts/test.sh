@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, documentation,
+# every unit, integration and doc test, and the examples.
+#
+# Idempotent and self-contained: it needs only the Rust toolchain (pinned by
+# rust-toolchain.toml). cargo-nextest is used when installed, cargo test otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting"
+cargo fmt --all --check
+
+step "lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "documentation"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+else
+    echo "cargo-nextest is not installed; using cargo test"
+    cargo test --workspace --locked --lib --bins --tests --no-fail-fast
+fi
+
+step "doc tests"
+cargo test --workspace --locked --doc
+
+step "examples"
+for dir in examples/*/; do
+    cargo run --quiet --locked -p "example-$(basename "$dir")" >/dev/null
+    echo "example $(basename "$dir"): ok"
+done
+
+step "all checks passed"
