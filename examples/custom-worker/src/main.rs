@@ -26,22 +26,28 @@ struct Statistician;
 #[async_trait]
 impl Worker for Statistician {
     async fn run(&self, job: &Job, ctx: &WorkerContext) -> Result<WorkOutput, WorkError> {
-        let csv = job.facts.iter().find(|f| f.starts_with("month,")).ok_or_else(|| {
-            WorkError::permanent("no CSV among the facts; the plan must state the data")
-        })?;
+        let csv = job
+            .facts
+            .iter()
+            .find(|f| f.starts_with("month,"))
+            .ok_or_else(|| {
+                WorkError::permanent("no CSV among the facts; the plan must state the data")
+            })?;
         let mut values = Vec::new();
         for (n, line) in csv.lines().skip(1).enumerate() {
             let value = line.rsplit(',').next().unwrap_or_default();
-            let value: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| WorkError::permanent(format!("line {}: {value:?} is not a number", n + 2)))?;
+            let value: f64 = value.trim().parse().map_err(|_| {
+                WorkError::permanent(format!("line {}: {value:?} is not a number", n + 2))
+            })?;
             values.push(value);
         }
         ctx.progress(format!("read {} rows", values.len())).await;
         let total: f64 = values.iter().sum();
         let mean = total / values.len().max(1) as f64;
-        Ok(WorkOutput::text(format!("rows: {}, total revenue: {total}, mean: {mean:.2}", values.len())))
+        Ok(WorkOutput::text(format!(
+            "rows: {}, total revenue: {total}, mean: {mean:.2}",
+            values.len()
+        )))
     }
 }
 
@@ -54,19 +60,34 @@ async fn main() -> anyhow::Result<()> {
             {"id": "report", "role": "writer", "instruction": "Write a two-line summary.", "depends_on": ["stats"]}
         ]
     });
-    let llm = MockLlm::builder().step(Step::on(CallKind::Plan).plan(plan)).build()?;
+    let llm = MockLlm::builder()
+        .step(Step::on(CallKind::Plan).plan(plan))
+        .build()?;
     let troupe = Troupe::builder()
         .llm(Arc::new(llm))
         .stores(troupe_sql::open_url("memory").await?)
-        .worker(Role::new("statistician")?, "computes exact statistics over CSV data", Statistician)
+        .worker(
+            Role::new("statistician")?,
+            "computes exact statistics over CSV data",
+            Statistician,
+        )
         .build()
         .await?;
     let task = troupe.run("Summarise the quarter's revenue").await?;
     for s in &task.subtasks {
-        println!("{} ({}): {}", s.id, s.role, s.result.as_deref().unwrap_or("-"));
+        println!(
+            "{} ({}): {}",
+            s.id,
+            s.role,
+            s.result.as_deref().unwrap_or("-")
+        );
     }
     println!("\n{}", task.result.as_deref().unwrap_or("(no answer)"));
     troupe.shutdown().await;
-    anyhow::ensure!(task.status.as_str() == "completed", "the task ended {}", task.status);
+    anyhow::ensure!(
+        task.status.as_str() == "completed",
+        "the task ended {}",
+        task.status
+    );
     Ok(())
 }

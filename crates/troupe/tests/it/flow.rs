@@ -247,7 +247,11 @@ async fn a_runtime_needs_an_llm_and_valid_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_results_are_visible_while_the_task_runs() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).subtask("s3").delay(Duration::from_millis(800)))
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s3")
+                .delay(Duration::from_millis(800)),
+        )
         .build()
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
@@ -270,9 +274,21 @@ async fn partial_results_are_visible_while_the_task_runs() {
     let partial = seen.expect("s1 and s2 never showed as completed while s3 ran");
     assert_eq!(partial.status, TaskStatus::Running);
     assert!(partial.subtasks[0].result.is_some() && partial.result.is_none());
-    assert!(partial.subtasks[2].status.is_in_flight(), "{:?}", partial.subtasks[2].status);
-    let summary = troupe.stores().tasks.list_tasks(&Default::default()).await.unwrap();
-    assert_eq!((summary[0].subtasks_completed, summary[0].subtasks_total), (2, 3));
+    assert!(
+        partial.subtasks[2].status.is_in_flight(),
+        "{:?}",
+        partial.subtasks[2].status
+    );
+    let summary = troupe
+        .stores()
+        .tasks
+        .list_tasks(&Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary[0].subtasks_completed, summary[0].subtasks_total),
+        (2, 3)
+    );
     assert_eq!(handle.wait().await.unwrap().status, TaskStatus::Completed);
     troupe.shutdown().await;
 }
