@@ -52,7 +52,8 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     };
     live.finish();
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    troupe.shutdown().await;
+    // The task has ended: whatever its workers still hold is of no use.
+    troupe.shutdown_now().await;
 
     if args.json {
         print_json(&record.document(elapsed_ms))?;

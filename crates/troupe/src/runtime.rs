@@ -45,6 +45,7 @@ pub struct Troupe {
     orchestrator: Orchestrator,
     workers: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
+    abandon: CancellationToken,
     stores: Stores,
     recorder: Recorder,
     roles: Vec<RoleInfo>,
@@ -128,6 +129,17 @@ impl Troupe {
     /// Stops the orchestrator and the workers. Tasks still running stay in the
     /// store as they are; workers get their grace period to finish.
     pub async fn shutdown(self) {
+        self.stop().await;
+    }
+
+    /// Stops at once: like [`shutdown`](Self::shutdown), but the workers hand
+    /// their subtasks back to the bus without waiting for them to finish.
+    pub async fn shutdown_now(self) {
+        self.abandon.cancel();
+        self.stop().await;
+    }
+
+    async fn stop(self) {
         self.shutdown.cancel();
         self.orchestrator.stopped().await;
         for worker in self.workers {
@@ -271,6 +283,7 @@ impl TroupeBuilder {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let recorder = Recorder::new(agent.clone(), stores.progress.clone(), events);
         let shutdown = CancellationToken::new();
+        let abandon = CancellationToken::new();
         let parts = OrchestratorParts {
             agent: agent.clone(),
             stores: stores.clone(),
@@ -293,7 +306,7 @@ impl TroupeBuilder {
                         bus: bus.clone(),
                         config: self.config.workers.clone(),
                     };
-                    handles.push(runner.start(shutdown.clone()).await?);
+                    handles.push(runner.start(shutdown.clone(), abandon.clone()).await?);
                 }
             }
         }
@@ -302,6 +315,7 @@ impl TroupeBuilder {
             orchestrator,
             workers: handles,
             shutdown,
+            abandon,
             stores,
             recorder,
             roles,

@@ -108,7 +108,11 @@ impl Driver {
         let (status, result, error) = match outcome {
             Ok(answer) => (TaskStatus::Completed, Some(answer), None),
             Err(End::Failed(reason)) => (TaskStatus::Failed, None, Some(reason)),
-            Err(End::Cancelled) => (TaskStatus::Cancelled, None, Some("cancelled".to_owned())),
+            Err(End::Cancelled) => (
+                TaskStatus::Cancelled,
+                None,
+                Some("cancelled on request".to_owned()),
+            ),
             Err(End::Store(e)) => (
                 TaskStatus::Failed,
                 None,
@@ -119,11 +123,10 @@ impl Driver {
                 return self.ledger.into_record();
             }
         };
-        match &error {
-            None => tracing::info!("task completed"),
-            Some(reason) => {
-                tracing::warn!(status = %status, %reason, "task ended without an answer");
-            }
+        match (status, &error) {
+            (TaskStatus::Completed, _) => tracing::info!("task completed"),
+            (TaskStatus::Cancelled, _) => tracing::info!("task cancelled"),
+            (_, reason) => tracing::warn!(status = %status, reason = ?reason, "task failed"),
         }
         if let Err(e) = self.finish(status, result, error).await {
             tracing::error!(error = %e, "could not store the end of the task");
@@ -360,6 +363,14 @@ impl Driver {
             self.resync().await?;
         }
         for (id, attempt, role, envelope, _) in sends {
+            // A failed publish may have led to a re-plan that superseded the rest.
+            let still_due = self
+                .ledger
+                .subtask(&id)
+                .is_some_and(|s| s.status == SubtaskStatus::Dispatched && s.attempts == attempt);
+            if !still_due {
+                continue;
+            }
             if let Err(e) = self
                 .shared
                 .bus

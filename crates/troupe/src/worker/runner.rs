@@ -32,10 +32,11 @@ pub(crate) struct Runner {
 
 impl Runner {
     /// Subscribes, then runs until `shutdown`; in-flight subtasks get the grace
-    /// period to finish and are handed back to the bus after it.
+    /// period to finish (cut short by `abandon`) and are handed back to the bus after it.
     pub(crate) async fn start(
         self,
         shutdown: CancellationToken,
+        abandon: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, BusError> {
         let topic = topics::role(&self.role);
         let mut sub = self
@@ -73,10 +74,13 @@ impl Runner {
                 }
                 while running.try_join_next().is_some() {}
             }
-            let grace = tokio::time::timeout(this.config.shutdown_grace, async {
-                while running.join_next().await.is_some() {}
-            });
-            if grace.await.is_err() {
+            let drained = tokio::select! {
+                finished = tokio::time::timeout(this.config.shutdown_grace, async {
+                    while running.join_next().await.is_some() {}
+                }) => finished.is_ok(),
+                () = abandon.cancelled() => false,
+            };
+            if !drained {
                 hand_back.cancel();
                 while running.join_next().await.is_some() {}
             }

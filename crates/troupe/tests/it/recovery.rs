@@ -506,3 +506,35 @@ async fn forged_and_malformed_messages_are_set_aside() {
     assert_eq!(dead.len(), 1);
     troupe.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_workers_and_shutdown_now_does_not() {
+    let make = || async {
+        let llm = MockLlm::builder()
+            .step(Step::on(CallKind::Work).hang().repeat())
+            .build()
+            .unwrap();
+        let mut c = config();
+        c.workers.shutdown_grace = Duration::from_millis(800);
+        let troupe = troupe(Arc::new(llm), c).await;
+        let handle = troupe.submit("Hangs").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        handle.cancel();
+        assert_eq!(handle.wait().await.unwrap().status, TaskStatus::Cancelled);
+        troupe
+    };
+    let started = tokio::time::Instant::now();
+    make().await.shutdown().await;
+    let graceful = started.elapsed();
+    let started = tokio::time::Instant::now();
+    make().await.shutdown_now().await;
+    let now = started.elapsed();
+    assert!(
+        graceful >= Duration::from_millis(800 + 200),
+        "shutdown took {graceful:?}"
+    );
+    assert!(
+        now < Duration::from_millis(600),
+        "shutdown_now took {now:?}"
+    );
+}
