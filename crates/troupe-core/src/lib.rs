@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod ids;
 pub mod ledger;
 pub mod llm;
+mod named;
 pub mod plan;
 pub mod role;
 pub mod store;

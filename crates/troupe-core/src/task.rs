@@ -1,8 +1,5 @@
 //! Tasks and subtasks as they are stored: the task ledger's records.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -56,23 +53,6 @@ impl TaskStatus {
             self,
             TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
         )
-    }
-}
-
-impl fmt::Display for TaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TaskStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownStatus::new(s))
     }
 }
 
@@ -138,22 +118,7 @@ impl SubtaskStatus {
     }
 }
 
-impl fmt::Display for SubtaskStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SubtaskStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownStatus::new(s))
-    }
-}
+crate::named::named_enum!(TaskStatus, SubtaskStatus);
 
 /// A status name that is not one of ours (a corrupt row, a newer version's data).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,14 +1,10 @@
 //! Progress ledger entries.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, SubtaskId, TaskId};
-use crate::task::UnknownStatus;
 
 /// The longest `detail` kept in a progress entry; longer text is clipped.
 pub const MAX_DETAIL_CHARS: usize = 2_000;
@@ -99,22 +95,7 @@ impl EventKind {
     }
 }
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownStatus::new(s))
-    }
-}
+crate::named::named_enum!(EventKind);
 
 /// One step in the progress ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,132 @@
+//! Dispatch: publishing every ready subtask to its role, after its state is stored.
+
+use super::{Driver, End};
+use futures::future::join_all;
+use tokio::time::Instant;
+use troupe_core::bus::topics;
+use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, TaskAssign, role_address};
+use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
+use troupe_core::store::StoreError;
+use troupe_core::task::{SubtaskStatus, Usage};
+use troupe_core::{Role, SubtaskId};
+
+impl Driver {
+    pub(super) async fn dispatch_ready(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        let ready: Vec<SubtaskId> = self
+            .ledger
+            .ready()
+            .into_iter()
+            .filter(|s| self.retry_at.get(s).is_none_or(|at| *at <= now))
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.shared.config.orchestrator.subtask_timeout;
+        let mut sends = Vec::with_capacity(ready.len());
+        for id in ready {
+            self.retry_at.remove(&id);
+            let attempt = self.ledger.subtask(&id).map_or(1, |s| s.attempts + 1);
+            let change = SubtaskChange::Dispatched { attempt };
+            if !matches!(self.ledger.apply(&id, &change), Ok(Applied::Changed)) {
+                continue;
+            }
+            let (role, envelope) = self.assignment(&id, attempt)?;
+            self.deadlines.insert(id.clone(), now + timeout);
+            sends.push((id, attempt, role, envelope, change));
+        }
+        // One group commit for every dispatch and its ledger entry.
+        let shared = &self.shared;
+        let task_id = self.ledger.id();
+        let writes = sends
+            .iter()
+            .map(|(id, attempt, role, _, change)| async move {
+                let entry = NewProgressEntry::subtask(
+                    task_id,
+                    &shared.agent,
+                    id,
+                    *attempt,
+                    EventKind::SubtaskDispatched,
+                    format!("sent to the {role} workers"),
+                );
+                let (applied, _) = tokio::try_join!(
+                    shared.stores.tasks.update_subtask(task_id, id, change),
+                    shared.recorder.record(entry)
+                )?;
+                Ok::<_, StoreError>(applied)
+            });
+        let mut diverged = false;
+        for written in join_all(writes).await {
+            diverged |= written? == Applied::Unchanged;
+        }
+        if diverged {
+            self.resync().await?;
+        }
+        for (id, attempt, role, envelope, _) in sends {
+            // A failed publish may have led to a re-plan that superseded the rest.
+            let still_due = self
+                .ledger
+                .subtask(&id)
+                .is_some_and(|s| s.status == SubtaskStatus::Dispatched && s.attempts == attempt);
+            if !still_due {
+                continue;
+            }
+            if let Err(e) = self
+                .shared
+                .bus
+                .publish(&topics::role(&role), envelope)
+                .await
+            {
+                self.on_attempt_failed(
+                    &id,
+                    attempt,
+                    format!("could not publish the subtask: {e}"),
+                    true,
+                    Usage::default(),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn assignment(&self, id: &SubtaskId, attempt: u32) -> Result<(Role, Envelope), End> {
+        let record = self.ledger.record();
+        let Some(s) = self.ledger.subtask(id) else {
+            return Err(End::Failed(format!(
+                "internal error: subtask {id} vanished from the ledger"
+            )));
+        };
+        let dependencies = s
+            .depends_on
+            .iter()
+            .filter_map(|d| self.ledger.subtask(d))
+            .map(|d| DependencyResult {
+                id: d.id.clone(),
+                role: d.role.clone(),
+                title: d.title.clone(),
+                result: d.result.clone().unwrap_or_default(),
+            })
+            .collect();
+        let timeout = self.shared.config.orchestrator.subtask_timeout;
+        let assign = TaskAssign {
+            goal: record.goal.clone(),
+            role: s.role.clone(),
+            title: s.title.clone(),
+            instruction: s.instruction.clone(),
+            dependencies,
+            facts: record.facts.clone(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            reply_to: self.shared.inbox.clone(),
+        };
+        let envelope = Envelope::new(
+            MessageKind::TaskAssign,
+            self.shared.agent.clone(),
+            role_address(&s.role),
+            &assign,
+        )
+        .map_err(|e| End::Failed(format!("internal error: {e}")))?
+        .about(record.id, id, attempt);
+        Ok((s.role.clone(), envelope))
+    }
+}

@@ -1,0 +1,335 @@
+//! The driver of one task: Magentic-One's loops over a DAG of subtasks.
+//!
+//! Outer loop: plan, and when the run is blocked (a subtask failed for good)
+//! or stalls (too many failures in a row with no completion), re-plan with
+//! what was learned, a bounded number of times. Inner loop: dispatch every
+//! ready subtask (its dependencies completed), then wait for the next reply,
+//! attempt deadline or retry time, and apply it to the task ledger. Every
+//! change is written to the store before the message that caused it is
+//! acknowledged, and every step goes into the progress ledger.
+
+mod answer;
+mod dispatch;
+mod planning;
+mod replies;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use troupe_core::bus::Delivery;
+use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange, TaskLedger};
+use troupe_core::store::{StoreError, TaskUpdate};
+use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus};
+use troupe_core::{AgentId, SubtaskId};
+
+use super::Shared;
+use crate::config::duration::format as fmt;
+
+/// Why a task's run ended early.
+enum End {
+    /// It failed, for this reason.
+    Failed(String),
+    /// Someone cancelled it.
+    Cancelled,
+    /// The process is stopping: leave the task as the store has it.
+    Shutdown,
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for End {
+    fn from(e: StoreError) -> Self {
+        End::Store(e)
+    }
+}
+
+/// What woke the driver.
+enum Wake {
+    Shutdown,
+    Cancelled,
+    Reply(Box<Delivery>),
+    InboxClosed,
+    Timer,
+}
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    ledger: TaskLedger,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+    /// When each in-flight attempt times out.
+    deadlines: HashMap<SubtaskId, Instant>,
+    /// When each subtask waiting for another attempt may be dispatched.
+    retry_at: HashMap<SubtaskId, Instant>,
+    /// Failures since the last completion (Magentic-One's stall counter).
+    stalls: u32,
+    replans: u32,
+    task_deadline: Instant,
+}
+
+impl Driver {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        record: TaskRecord,
+        inbox: mpsc::UnboundedReceiver<Delivery>,
+        cancel: CancellationToken,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let task_deadline = Instant::now() + shared.config.orchestrator.task_timeout;
+        Self {
+            shared,
+            ledger: TaskLedger::new(record),
+            inbox,
+            cancel,
+            shutdown,
+            deadlines: HashMap::new(),
+            retry_at: HashMap::new(),
+            stalls: 0,
+            replans: 0,
+            task_deadline,
+        }
+    }
+
+    /// Runs the task to its end and returns its task ledger.
+    pub(super) async fn run(mut self) -> TaskRecord {
+        tracing::info!(
+            goal_chars = self.ledger.record().goal.chars().count(),
+            "task started"
+        );
+        let outcome = self.drive().await;
+        let (status, result, error) = match outcome {
+            Ok(answer) => (TaskStatus::Completed, Some(answer), None),
+            Err(End::Failed(reason)) => (TaskStatus::Failed, None, Some(reason)),
+            Err(End::Cancelled) => (
+                TaskStatus::Cancelled,
+                None,
+                Some("cancelled on request".to_owned()),
+            ),
+            Err(End::Store(e)) => (
+                TaskStatus::Failed,
+                None,
+                Some(format!("the store failed: {e}")),
+            ),
+            Err(End::Shutdown) => {
+                tracing::info!("process stopping; the task is left as stored");
+                return self.ledger.into_record();
+            }
+        };
+        match (status, &error) {
+            (TaskStatus::Completed, _) => tracing::info!("task completed"),
+            (TaskStatus::Cancelled, _) => tracing::info!("task cancelled"),
+            (_, reason) => tracing::warn!(status = %status, reason = ?reason, "task failed"),
+        }
+        if let Err(e) = self.finish(status, result, error).await {
+            tracing::error!(error = %e, "could not store the end of the task");
+        }
+        self.ledger.into_record()
+    }
+
+    async fn drive(&mut self) -> Result<String, End> {
+        self.set_status(TaskStatus::Planning).await?;
+        self.record(
+            None,
+            None,
+            EventKind::PlanningStarted,
+            "asking the LLM for a plan".into(),
+        )
+        .await?;
+        let plan = self.ask_plan(None).await?;
+        self.install(plan).await?;
+        loop {
+            self.dispatch_ready().await?;
+            if self.ledger.is_done() {
+                break;
+            }
+            if self.ledger.in_flight() == 0 && self.retry_at.is_empty() {
+                let reason = self.blocked_reason();
+                self.replan_or_fail(reason).await?;
+                continue;
+            }
+            match self.wait().await {
+                Wake::Shutdown => return Err(End::Shutdown),
+                Wake::Cancelled => return Err(End::Cancelled),
+                Wake::InboxClosed => return Err(End::Shutdown),
+                Wake::Reply(d) => self.on_reply(*d).await?,
+                Wake::Timer => self.on_timer().await?,
+            }
+        }
+        self.synthesize().await
+    }
+
+    async fn wait(&mut self) -> Wake {
+        let wake_at = self
+            .deadlines
+            .values()
+            .chain(self.retry_at.values())
+            .copied()
+            .min()
+            .map_or(self.task_deadline, |t| t.min(self.task_deadline));
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Wake::Shutdown,
+            () = self.cancel.cancelled() => Wake::Cancelled,
+            d = self.inbox.recv() => d.map_or(Wake::InboxClosed, |d| Wake::Reply(Box::new(d))),
+            () = tokio::time::sleep_until(wake_at) => Wake::Timer,
+        }
+    }
+
+    /// Runs `fut` unless the task is cancelled, the process stops, or the task's time runs out.
+    async fn bounded<T>(&self, fut: impl Future<Output = T>) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => Err(End::Shutdown),
+            () = self.cancel.cancelled() => Err(End::Cancelled),
+            () = tokio::time::sleep_until(self.task_deadline) => Err(self.timed_out()),
+            v = fut => Ok(v),
+        }
+    }
+
+    fn timed_out(&self) -> End {
+        End::Failed(format!(
+            "the task did not finish within {}",
+            fmt(self.shared.config.orchestrator.task_timeout)
+        ))
+    }
+
+    /// Applies a change to the ledger and, if it changed, to the store.
+    async fn apply(&mut self, id: &SubtaskId, change: &SubtaskChange) -> Result<bool, End> {
+        if !matches!(self.ledger.apply(id, change), Ok(Applied::Changed)) {
+            return Ok(false);
+        }
+        let stored = self
+            .shared
+            .stores
+            .tasks
+            .update_subtask(self.ledger.id(), id, change)
+            .await?;
+        if stored == Applied::Unchanged {
+            self.resync().await?;
+        }
+        Ok(stored.changed())
+    }
+
+    /// Reloads the ledger from the store after they disagreed (someone else
+    /// changed the task); the store is the source of truth.
+    async fn resync(&mut self) -> Result<(), End> {
+        tracing::warn!("the task ledger and the store disagree; reloading from the store");
+        match self.shared.stores.tasks.get_task(self.ledger.id()).await? {
+            Some(mut record) => {
+                // Usage is counted here and only written to the store at status changes.
+                record.usage = self.ledger.record().usage;
+                self.ledger = TaskLedger::new(record);
+                self.deadlines.retain(|id, _| {
+                    self.ledger
+                        .subtask(id)
+                        .is_some_and(|s| s.status.is_in_flight())
+                });
+                self.retry_at.retain(|id, _| {
+                    self.ledger
+                        .subtask(id)
+                        .is_some_and(|s| s.status == SubtaskStatus::Pending)
+                });
+                Ok(())
+            }
+            None => Err(End::Failed("the task disappeared from the store".into())),
+        }
+    }
+
+    async fn set_status(&mut self, status: TaskStatus) -> Result<(), End> {
+        let now = troupe_core::time::now();
+        self.ledger.set_status(status, now);
+        let update = TaskUpdate {
+            usage: Some(self.ledger.record().usage),
+            at: now,
+            ..TaskUpdate::status(status)
+        };
+        self.shared
+            .stores
+            .tasks
+            .update_task(self.ledger.id(), &update)
+            .await?;
+        Ok(())
+    }
+
+    /// Appends a progress entry: by `agent` (the orchestrator if `None`), about a subtask's attempt if given.
+    async fn record(
+        &self,
+        agent: Option<&AgentId>,
+        subtask: Option<(&SubtaskId, u32)>,
+        event: EventKind,
+        detail: String,
+    ) -> Result<(), End> {
+        let agent = agent.unwrap_or(&self.shared.agent);
+        let task_id = self.ledger.id();
+        let entry = match subtask {
+            Some((id, attempt)) => {
+                NewProgressEntry::subtask(task_id, agent, id, attempt, event, detail)
+            }
+            None => NewProgressEntry::task(task_id, agent, event, detail),
+        };
+        self.shared.recorder.record(entry).await?;
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        status: TaskStatus,
+        result: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let task_id = self.ledger.id();
+        if status != TaskStatus::Completed {
+            let cancelled = self.ledger.cancel_open();
+            let tasks = &self.shared.stores.tasks;
+            for written in join_all(
+                cancelled
+                    .iter()
+                    .map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled)),
+            )
+            .await
+            {
+                written?;
+            }
+        }
+        let now = troupe_core::time::now();
+        let detail = match (&result, &error) {
+            (Some(answer), _) => format!("answer of {} characters", answer.chars().count()),
+            (None, Some(reason)) => reason.clone(),
+            (None, None) => String::new(),
+        };
+        self.ledger
+            .finish(status, result.clone(), error.clone(), now);
+        let update = TaskUpdate {
+            status: Some(status),
+            result,
+            error,
+            usage: Some(self.ledger.record().usage),
+            at: now,
+        };
+        self.shared
+            .stores
+            .tasks
+            .update_task(task_id, &update)
+            .await?;
+        let event = match status {
+            TaskStatus::Completed => EventKind::TaskCompleted,
+            TaskStatus::Cancelled => EventKind::TaskCancelled,
+            _ => EventKind::TaskFailed,
+        };
+        self.shared
+            .recorder
+            .record(NewProgressEntry::task(
+                task_id,
+                &self.shared.agent,
+                event,
+                detail,
+            ))
+            .await?;
+        Ok(())
+    }
+}

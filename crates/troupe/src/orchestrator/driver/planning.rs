@@ -1,0 +1,118 @@
+//! Planning and re-planning: asking for a plan, installing it, and deciding
+//! when a blocked or stalled run gets a new plan or ends.
+
+use super::super::planner::PlanAsk;
+use super::{Driver, End};
+use crate::prompts;
+use troupe_core::SubtaskId;
+use troupe_core::ledger::EventKind;
+use troupe_core::plan::{Plan, PlanContext};
+use troupe_core::task::{TaskStatus, Usage};
+
+impl Driver {
+    pub(super) async fn ask_plan(&mut self, situation: Option<String>) -> Result<Plan, End> {
+        let first = situation.is_none();
+        let revision = if first {
+            0
+        } else {
+            self.ledger.record().plan_revision + 1
+        };
+        let context = PlanContext {
+            used_ids: self.ledger.used_ids(),
+            completed_ids: self.ledger.completed_ids(),
+        };
+        let message = situation.unwrap_or_else(|| prompts::plan_user(&self.ledger.record().goal));
+        let ask = PlanAsk {
+            task_id: self.ledger.id(),
+            message,
+            revision,
+            context: &context,
+        };
+        let shared = self.shared.clone();
+        let mut usage = Usage::default();
+        let planned = self
+            .bounded(shared.planner.plan(
+                shared.llm.as_ref(),
+                &shared.config,
+                &shared.recorder,
+                ask,
+                &mut usage,
+            ))
+            .await;
+        self.ledger.add_usage(usage);
+        planned?.map_err(|failure| End::Failed(failure.reason))
+    }
+
+    pub(super) async fn install(&mut self, plan: Plan) -> Result<(), End> {
+        self.ledger.install_plan(&plan);
+        let record = self.ledger.record();
+        let revision = record.plan_revision;
+        let subtasks: Vec<_> = self.ledger.current().cloned().collect();
+        self.shared
+            .stores
+            .tasks
+            .save_plan(record.id, revision, &record.facts, &subtasks)
+            .await?;
+        if self.ledger.record().status != TaskStatus::Running {
+            self.set_status(TaskStatus::Running).await?;
+        }
+        let steps: Vec<String> = plan
+            .subtasks
+            .iter()
+            .map(|s| {
+                let deps: Vec<&str> = s.depends_on.iter().map(SubtaskId::as_str).collect();
+                if deps.is_empty() {
+                    format!("{} ({})", s.id, s.role)
+                } else {
+                    format!("{} ({}) after {}", s.id, s.role, deps.join("+"))
+                }
+            })
+            .collect();
+        let detail = format!("plan revision {revision}: {}", steps.join(", "));
+        self.record(None, None, EventKind::PlanAccepted, detail)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn replan_or_fail(&mut self, reason: String) -> Result<(), End> {
+        let max = self.shared.config.orchestrator.max_replans;
+        if self.replans >= max {
+            return Err(End::Failed(if max == 0 {
+                reason
+            } else {
+                format!("{reason} (after {} re-plans)", self.replans)
+            }));
+        }
+        self.replans += 1;
+        self.record(None, None, EventKind::Replanning, reason.clone())
+            .await?;
+        let budget = self.shared.config.orchestrator.prompt_budget_chars;
+        let situation = prompts::replan_user(&self.ledger, &reason, budget);
+        let plan = self.ask_plan(Some(situation)).await?;
+        self.install(plan).await?;
+        self.deadlines.clear();
+        self.retry_at.clear();
+        self.stalls = 0;
+        Ok(())
+    }
+
+    pub(super) fn blocked_reason(&self) -> String {
+        let failed: Vec<String> = self
+            .ledger
+            .failed()
+            .map(|s| {
+                format!(
+                    "subtask {} ({}) failed: {}",
+                    s.id,
+                    s.role,
+                    s.last_error.as_deref().unwrap_or("unknown error")
+                )
+            })
+            .collect();
+        if failed.is_empty() {
+            "no subtask can run".to_owned()
+        } else {
+            failed.join("; ")
+        }
+    }
+}
