@@ -1,46 +1,157 @@
 //! Turning `--llm`, `--store` and `--bus` into the runtime's parts.
+//!
+//! This is the one place of the command that reads the environment for
+//! credentials and install locations: `OPENAI_API_KEY`, `OPENAI_BASE_URL`,
+//! `TROUPE_LLM_API_KEY` (for a URL endpoint), `TROUPE_HOME`,
+//! `TROUPE_LLAMA_SERVER`, `TROUPE_LOCAL_MODEL`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use troupe::core::bus::{Bus, MemoryBus};
 use troupe::core::llm::LlmProvider;
 use troupe::core::store::Stores;
+use troupe_llm::{
+    LocalModelConfig, LocalPaths, LocalServer, OPENAI_BASE_URL, OpenAiClient, OpenAiConfig,
+    StructuredOutput,
+};
 use troupe_testkit::mock::MockLlm;
 
-/// The LLM a `--llm` spec names.
-pub(crate) fn llm(spec: Option<&str>) -> anyhow::Result<Arc<dyn LlmProvider>> {
-    let spec = match spec {
-        Some(s) => s.trim().to_owned(),
-        None => {
-            let default = if std::env::var_os("OPENAI_API_KEY").is_some() {
-                "openai"
-            } else {
-                "local"
-            };
-            bail!(
-                "no --llm given, and the default ({default}) needs the OpenAI-compatible provider, which is not \
-                 in this build yet; run with --llm mock (or --llm mock:FILE for a scripted conversation)"
-            )
+use crate::settings::Settings;
+
+/// The model asked of OpenAI when `--model` is not given.
+const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
+
+/// The LLM in use, and the local server behind it, if Troupe started one.
+pub(crate) struct LlmBackend {
+    pub(crate) provider: Arc<dyn LlmProvider>,
+    server: Option<LocalServer>,
+}
+
+impl LlmBackend {
+    /// Stops the local server, if there is one. (Dropping the backend kills it
+    /// too; this also waits for it to exit.)
+    pub(crate) async fn stop(self) {
+        if let Some(server) = self.server {
+            server.stop().await;
         }
-    };
-    match spec.as_str() {
-        "mock" => Ok(Arc::new(MockLlm::builtin())),
+    }
+
+    fn plain(provider: Arc<dyn LlmProvider>) -> Self {
+        Self {
+            provider,
+            server: None,
+        }
+    }
+}
+
+/// The `--llm` spec in force: the flag or file, else `openai` when
+/// `OPENAI_API_KEY` is set, else `local`.
+pub(crate) fn llm_spec(settings: &Settings) -> String {
+    match &settings.backend.llm {
+        Some(spec) => spec.trim().to_owned(),
+        None if env("OPENAI_API_KEY").is_some() => "openai".to_owned(),
+        None => "local".to_owned(),
+    }
+}
+
+/// Builds (and for `local`, starts) the LLM that `spec` names.
+pub(crate) async fn llm(spec: &str, settings: &Settings) -> anyhow::Result<LlmBackend> {
+    match spec {
+        "mock" => Ok(LlmBackend::plain(Arc::new(MockLlm::builtin()))),
         s if s.starts_with("mock:") => {
             let path = Path::new(&s["mock:".len()..]);
-            Ok(Arc::new(MockLlm::from_file(path)?))
+            Ok(LlmBackend::plain(Arc::new(MockLlm::from_file(path)?)))
         }
-        "local" | "openai" => bail!(
-            "--llm {spec} needs the OpenAI-compatible provider, which is not in this build yet; use --llm mock"
-        ),
-        s if s.starts_with("http://") || s.starts_with("https://") => bail!(
-            "--llm {s}: OpenAI-compatible endpoints need the provider, which is not in this build yet; use --llm mock"
-        ),
+        "local" => local(settings).await,
+        "openai" => {
+            let key = env("OPENAI_API_KEY").context(
+                "--llm openai needs OPENAI_API_KEY in the environment (or use --llm local for the offline model)",
+            )?;
+            let base = env("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
+            let model = settings
+                .backend
+                .model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
+            let mut config = OpenAiConfig::new(base, model).with_api_key(key);
+            config.name = "openai".to_owned();
+            remote(config, settings)
+        }
+        s if s.starts_with("http://") || s.starts_with("https://") => {
+            let model = settings.backend.model.clone().with_context(|| {
+                format!("--llm {s} needs --model NAME (the model the server should run)")
+            })?;
+            let mut config = OpenAiConfig::new(s, model);
+            if let Some(key) = env("TROUPE_LLM_API_KEY") {
+                config = config.with_api_key(key);
+            }
+            remote(config, settings)
+        }
         other => bail!(
             "unknown --llm {other:?}: use mock, mock:FILE, local, openai, or an http(s) base URL"
         ),
     }
+}
+
+fn remote(mut config: OpenAiConfig, settings: &Settings) -> anyhow::Result<LlmBackend> {
+    config.timeout = settings.runtime.llm.timeout;
+    config.structured_output = structured_output(settings, StructuredOutput::JsonSchema)?;
+    let client = OpenAiClient::new(config)?;
+    Ok(LlmBackend::plain(Arc::new(client)))
+}
+
+async fn local(settings: &Settings) -> anyhow::Result<LlmBackend> {
+    let home = troupe_home();
+    let defaults = LocalPaths::under(&home);
+    let paths = LocalPaths {
+        server: env("TROUPE_LLAMA_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or(defaults.server),
+        model: env("TROUPE_LOCAL_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or(defaults.model),
+    };
+    let mut config = LocalModelConfig::new(paths);
+    settings.local.apply(&mut config);
+    let server = LocalServer::start(&config).await?;
+    let mut client_config = server.client_config();
+    client_config.timeout = settings.runtime.llm.timeout;
+    client_config.structured_output = structured_output(settings, StructuredOutput::JsonSchema)?;
+    let client = OpenAiClient::new(client_config)?;
+    Ok(LlmBackend {
+        provider: Arc::new(client),
+        server: Some(server),
+    })
+}
+
+fn structured_output(
+    settings: &Settings,
+    default: StructuredOutput,
+) -> anyhow::Result<StructuredOutput> {
+    match &settings.backend.structured_output {
+        Some(mode) => mode.parse().map_err(anyhow::Error::msg),
+        None => Ok(default),
+    }
+}
+
+/// Where `scripts/local-model.sh` installs: `$TROUPE_HOME`, else
+/// `$XDG_CACHE_HOME/troupe`, else `$HOME/.cache/troupe`.
+fn troupe_home() -> PathBuf {
+    if let Some(home) = env("TROUPE_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(cache) = env("XDG_CACHE_HOME") {
+        return Path::new(&cache).join("troupe");
+    }
+    let home = env("HOME").unwrap_or_else(|| ".".to_owned());
+    Path::new(&home).join(".cache").join("troupe")
+}
+
+/// A non-empty environment variable.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 /// The bus a `--bus` URL names.

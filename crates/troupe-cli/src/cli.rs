@@ -30,7 +30,8 @@ pub(crate) enum Command {
 /// Where the LLM, the ledgers and the messages live.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct BackendArgs {
-    /// The LLM: mock, mock:FILE, local, openai, or an OpenAI-compatible base URL.
+    /// The LLM: mock, mock:FILE, local, openai, or an OpenAI-compatible base URL
+    /// (default: openai when OPENAI_API_KEY is set, else local).
     #[arg(long, env = "TROUPE_LLM", value_name = "SPEC")]
     pub(crate) llm: Option<String>,
     /// The model name for the LLM.
@@ -42,6 +43,9 @@ pub(crate) struct BackendArgs {
     /// The bus: memory (default).
     #[arg(long, env = "TROUPE_BUS", value_name = "URL")]
     pub(crate) bus: Option<String>,
+    /// How the LLM server is held to JSON: json_schema (default), json_object or prompt.
+    #[arg(long, env = "TROUPE_STRUCTURED_OUTPUT", value_name = "MODE")]
+    pub(crate) structured_output: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -45,7 +45,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         .llm
         .clone()
         .unwrap_or_else(|| "mock".to_owned());
-    let llm = backend::llm(Some(&llm_spec))?;
+    let llm = backend::llm(&llm_spec, &settings).await?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let scratch = tempfile::tempdir()?;
     let (store_url, store_label) = match &settings.backend.store {
@@ -62,7 +62,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     let bus_label = bus.name().to_owned();
     let troupe = Arc::new(
         Troupe::builder()
-            .llm(llm)
+            .llm(llm.provider.clone())
             .bus(bus)
             .stores(stores)
             .config(settings.runtime)
@@ -80,6 +80,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     if let Ok(troupe) = Arc::try_unwrap(troupe) {
         troupe.shutdown().await;
     }
+    llm.stop().await;
 
     let completed = latencies.iter().filter(|(_, ok)| *ok).count();
     let mut ms: Vec<f64> = latencies

@@ -17,11 +17,11 @@ pub(crate) const EXIT_NOT_COMPLETED: i32 = 1;
 pub(crate) const EXIT_INTERRUPTED: i32 = 130;
 
 pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32> {
-    let llm = backend::llm(settings.backend.llm.as_deref())?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let stores = backend::stores(settings.store_url()).await?;
+    let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
     let troupe = Troupe::builder()
-        .llm(llm)
+        .llm(llm.provider.clone())
         .bus(bus)
         .stores(stores)
         .config(settings.runtime.clone())
@@ -54,6 +54,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     // The task has ended: whatever its workers still hold is of no use.
     troupe.shutdown_now().await;
+    llm.stop().await;
 
     if args.json {
         print_json(&record.document(elapsed_ms))?;

@@ -1,16 +1,19 @@
 //! The configuration of one command: file < environment < flags.
 //!
-//! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`) and
+//! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`,
+//! `structured_output`), a `[local]` table for the offline model's server, and
 //! the runtime's tables (`[orchestrator]`, `[workers]`, `[llm]`), unknown keys
 //! rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
 //! flags come in through clap and override the file.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 use troupe::TroupeConfig;
-use troupe::config::{LlmCallConfig, OrchestratorConfig, WorkersConfig};
+use troupe::config::{LlmCallConfig, OrchestratorConfig, WorkersConfig, duration};
+use troupe_llm::LocalModelConfig;
 
 use crate::cli::BackendArgs;
 
@@ -21,6 +24,7 @@ pub(crate) const DEFAULT_STORE: &str = "sqlite://troupe.db";
 #[serde(default, deny_unknown_fields)]
 struct FileConfig {
     backend: FileBackend,
+    local: LocalSettings,
     orchestrator: OrchestratorConfig,
     workers: WorkersConfig,
     llm: LlmCallConfig,
@@ -33,12 +37,84 @@ struct FileBackend {
     model: Option<String>,
     store: Option<String>,
     bus: Option<String>,
+    structured_output: Option<String>,
+}
+
+/// How the offline model's `llama-server` runs (`[local]`); unset keys keep
+/// [`LocalModelConfig`]'s defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct LocalSettings {
+    /// Context of each request, in tokens.
+    ctx_size: Option<u32>,
+    /// Requests served at once.
+    parallel: Option<u32>,
+    /// CPU threads.
+    threads: Option<u32>,
+    /// The most tokens one reply may have.
+    max_tokens: Option<u32>,
+    /// How long loading may take.
+    #[serde(default, with = "optional_duration")]
+    startup_timeout: Option<Duration>,
+}
+
+impl LocalSettings {
+    /// Lays the keys that are set over `config`.
+    pub(crate) fn apply(&self, config: &mut LocalModelConfig) {
+        if let Some(v) = self.ctx_size {
+            config.ctx_size = v;
+        }
+        if let Some(v) = self.parallel {
+            config.parallel = v;
+        }
+        if self.threads.is_some() {
+            config.threads = self.threads;
+        }
+        if let Some(v) = self.max_tokens {
+            config.max_tokens = v;
+        }
+        if let Some(v) = self.startup_timeout {
+            config.startup_timeout = v;
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, value, min) in [
+            ("local.ctx_size", self.ctx_size, 512),
+            ("local.parallel", self.parallel, 1),
+            ("local.threads", self.threads, 1),
+            ("local.max_tokens", self.max_tokens, 1),
+        ] {
+            if let Some(v) = value
+                && v < min
+            {
+                anyhow::bail!("invalid configuration: {key} is {v}; it must be at least {min}");
+            }
+        }
+        Ok(())
+    }
+}
+
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::duration::parse(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Everything a command needs to know.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) backend: BackendArgs,
+    pub(crate) local: LocalSettings,
     pub(crate) runtime: TroupeConfig,
 }
 
@@ -62,13 +138,22 @@ impl Settings {
             llm: parsed.llm,
         };
         runtime.validate()?;
+        parsed.local.validate()?;
         let backend = BackendArgs {
             llm: flags.llm.clone().or(parsed.backend.llm),
             model: flags.model.clone().or(parsed.backend.model),
             store: flags.store.clone().or(parsed.backend.store),
             bus: flags.bus.clone().or(parsed.backend.bus),
+            structured_output: flags
+                .structured_output
+                .clone()
+                .or(parsed.backend.structured_output),
         };
-        Ok(Self { backend, runtime })
+        Ok(Self {
+            backend,
+            local: parsed.local,
+            runtime,
+        })
     }
 
     /// The store URL in force.

@@ -214,8 +214,10 @@ pub enum LlmError {
     #[error("could not reach the LLM provider: {0}")]
     Transport(String),
     /// The prompt is longer than the model's context: shorten it, then retry.
-    #[error("the prompt is too long for the model's context window")]
+    #[error("the prompt is too long for the model's context window (HTTP {status})")]
     ContextLength {
+        /// The HTTP status (400 mostly; 200 when the error came in the body).
+        status: u16,
         /// The raw response body.
         body: String,
     },
@@ -377,6 +379,7 @@ mod tests {
         );
         assert!(
             !LlmError::ContextLength {
+                status: 400,
                 body: String::new()
             }
             .is_retryable()

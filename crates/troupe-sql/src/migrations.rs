@@ -16,11 +16,18 @@ pub struct Migration {
 }
 
 /// The SQLite migrations.
-pub const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "progress_usage",
+        sql: include_str!("../migrations/sqlite/0002_progress_usage.sql"),
+    },
+];
 
 /// The table that records applied migrations (same name in every dialect).
 pub const TABLE: &str = "troupe_migrations";

@@ -13,5 +13,7 @@ mod progress;
 mod state;
 
 pub use change::{Applied, SubtaskChange};
-pub use progress::{EventKind, MAX_DETAIL_CHARS, NewProgressEntry, ProgressEntry, clip};
+pub use progress::{
+    EventKind, MAX_DETAIL_CHARS, NewProgressEntry, ProgressEntry, clip, usage_by_agent,
+};
 pub use state::{LedgerError, TaskLedger};

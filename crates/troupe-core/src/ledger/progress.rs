@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, SubtaskId, TaskId};
+use crate::task::Usage;
 
 /// The longest `detail` kept in a progress entry; longer text is clipped.
 pub const MAX_DETAIL_CHARS: usize = 2_000;
@@ -116,6 +117,9 @@ pub struct ProgressEntry {
     pub event: EventKind,
     /// What came of it, in words (clipped to [`MAX_DETAIL_CHARS`]).
     pub detail: String,
+    /// The LLM tokens this step spent, if it made LLM calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 /// A progress entry before the store gives it a step number.
@@ -135,6 +139,9 @@ pub struct NewProgressEntry {
     pub event: EventKind,
     /// What came of it.
     pub detail: String,
+    /// The LLM tokens this step spent, if it made LLM calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl NewProgressEntry {
@@ -153,7 +160,14 @@ impl NewProgressEntry {
             attempt: None,
             event,
             detail: clip(detail.into()),
+            usage: None,
         }
+    }
+
+    /// The same entry, with the tokens its step spent (none recorded when zero).
+    pub fn with_usage(mut self, usage: Usage) -> Self {
+        self.usage = (usage.total() > 0).then_some(usage);
+        self
     }
 
     /// An entry about one attempt at a subtask, stamped now.
@@ -183,8 +197,24 @@ impl NewProgressEntry {
             attempt: self.attempt,
             event: self.event,
             detail: self.detail,
+            usage: self.usage,
         }
     }
+}
+
+/// Tokens spent per agent, summed over the entries that carry usage: who
+/// spent what on a task (the orchestrator's planning and synthesis, each
+/// worker's subtasks), in agent order.
+pub fn usage_by_agent<'a>(
+    entries: impl IntoIterator<Item = &'a ProgressEntry>,
+) -> std::collections::BTreeMap<AgentId, Usage> {
+    let mut sums = std::collections::BTreeMap::new();
+    for e in entries {
+        if let Some(u) = e.usage {
+            *sums.entry(e.agent.clone()).or_insert_with(Usage::default) += u;
+        }
+    }
+    sums
 }
 
 /// Clips `text` to [`MAX_DETAIL_CHARS`] characters, marking the cut.

@@ -79,8 +79,8 @@ fn next_step(conn: &Connection, task: TaskId) -> Result<u64, StoreError> {
 
 fn insert(conn: &Connection, entry: &NewProgressEntry, step: u64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail, \
+         prompt_tokens, completion_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         entry.task_id.to_string(),
@@ -91,5 +91,7 @@ fn insert(conn: &Connection, entry: &NewProgressEntry, step: u64) -> rusqlite::R
         entry.attempt,
         entry.event.as_str(),
         entry.detail,
+        entry.usage.map(|u| i64_of(u.prompt_tokens)),
+        entry.usage.map(|u| i64_of(u.completion_tokens)),
     ])
 }

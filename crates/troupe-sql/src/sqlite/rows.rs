@@ -19,8 +19,7 @@ const TASK_COLUMNS: &str = "id, goal, status, result, error, facts, plan_revisio
 
 const SUBTASK_COLUMNS: &str = "id, revision, role, title, instruction, depends_on, status, attempts, result, last_error, agent";
 
-pub(super) const ENTRY_COLUMNS: &str =
-    "task_id, step, at, agent, subtask_id, attempt, event, detail";
+pub(super) const ENTRY_COLUMNS: &str = "task_id, step, at, agent, subtask_id, attempt, event, detail, prompt_tokens, completion_tokens";
 
 /// The task with its subtasks.
 pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -116,5 +115,12 @@ pub(super) fn entry_row(row: &Row<'_>) -> Result<ProgressEntry, StoreError> {
             .transpose()?,
         event: parse("progress_entries.event", &col::<String>(row, 6)?)?,
         detail: col(row, 7)?,
+        usage: match (col::<Option<i64>>(row, 8)?, col::<Option<i64>>(row, 9)?) {
+            (Some(p), Some(c)) => Some(Usage {
+                prompt_tokens: u64_col("progress_entries.prompt_tokens", p)?,
+                completion_tokens: u64_col("progress_entries.completion_tokens", c)?,
+            }),
+            _ => None,
+        },
     })
 }

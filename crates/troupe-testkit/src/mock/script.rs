@@ -310,6 +310,7 @@ impl MockError {
                 body: r#"{"choices":[]}"#.into(),
             },
             MockError::ContextLength => LlmError::ContextLength {
+                status: 400,
                 body: "mock: maximum context length exceeded".into(),
             },
         }

@@ -48,7 +48,7 @@ impl Driver {
         );
         let outcome = self.bounded(call).await?;
         if let Ok(reply) = &outcome.result {
-            self.ledger.add_usage(reply.usage);
+            self.spent(reply.usage);
         }
         for e in &outcome.retried {
             self.shared

@@ -7,7 +7,7 @@ use troupe_core::bus::topics;
 use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, TaskAssign, role_address};
 use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
 use troupe_core::store::StoreError;
-use troupe_core::task::{SubtaskStatus, Usage};
+use troupe_core::task::SubtaskStatus;
 use troupe_core::{Role, SubtaskId};
 
 impl Driver {
@@ -82,7 +82,7 @@ impl Driver {
                     attempt,
                     format!("could not publish the subtask: {e}"),
                     true,
-                    Usage::default(),
+                    None,
                 )
                 .await?;
             }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use troupe_core::bus::Delivery;
 use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange, TaskLedger};
 use troupe_core::store::{StoreError, TaskUpdate};
-use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus};
+use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus, Usage};
 use troupe_core::{AgentId, SubtaskId};
 
 use super::Shared;
@@ -70,6 +70,9 @@ pub(super) struct Driver {
     stalls: u32,
     replans: u32,
     task_deadline: Instant,
+    /// Tokens the orchestrator spent (planning, synthesis) not yet written to
+    /// a progress entry: the next entry of its own carries them.
+    unrecorded: Usage,
 }
 
 impl Driver {
@@ -92,6 +95,7 @@ impl Driver {
             stalls: 0,
             replans: 0,
             task_deadline,
+            unrecorded: Usage::default(),
         }
     }
 
@@ -258,12 +262,29 @@ impl Driver {
 
     /// Appends a progress entry: by `agent` (the orchestrator if `None`), about a subtask's attempt if given.
     async fn record(
-        &self,
+        &mut self,
         agent: Option<&AgentId>,
         subtask: Option<(&SubtaskId, u32)>,
         event: EventKind,
         detail: String,
     ) -> Result<(), End> {
+        self.record_spent(agent, subtask, event, detail, Usage::default())
+            .await
+    }
+
+    /// Records a step with the tokens `agent` spent on it; a step of the
+    /// orchestrator's own also carries what it spent since its last entry.
+    async fn record_spent(
+        &mut self,
+        agent: Option<&AgentId>,
+        subtask: Option<(&SubtaskId, u32)>,
+        event: EventKind,
+        detail: String,
+        mut usage: Usage,
+    ) -> Result<(), End> {
+        if agent.is_none() {
+            usage += std::mem::take(&mut self.unrecorded);
+        }
         let agent = agent.unwrap_or(&self.shared.agent);
         let task_id = self.ledger.id();
         let entry = match subtask {
@@ -272,8 +293,14 @@ impl Driver {
             }
             None => NewProgressEntry::task(task_id, agent, event, detail),
         };
-        self.shared.recorder.record(entry).await?;
+        self.shared.recorder.record(entry.with_usage(usage)).await?;
         Ok(())
+    }
+
+    /// Counts tokens the orchestrator spent itself.
+    fn spent(&mut self, usage: Usage) {
+        self.ledger.add_usage(usage);
+        self.unrecorded += usage;
     }
 
     async fn finish(
@@ -323,12 +350,10 @@ impl Driver {
         };
         self.shared
             .recorder
-            .record(NewProgressEntry::task(
-                task_id,
-                &self.shared.agent,
-                event,
-                detail,
-            ))
+            .record(
+                NewProgressEntry::task(task_id, &self.shared.agent, event, detail)
+                    .with_usage(std::mem::take(&mut self.unrecorded)),
+            )
             .await?;
         Ok(())
     }

@@ -39,7 +39,7 @@ impl Driver {
                 &mut usage,
             ))
             .await;
-        self.ledger.add_usage(usage);
+        self.spent(usage);
         planned?.map_err(|failure| End::Failed(failure.reason))
     }
 

@@ -85,8 +85,14 @@ impl Driver {
             },
             MessageKind::TaskError => match env.decode::<TaskError>() {
                 Ok(e) => {
-                    self.on_attempt_failed(&id, attempt, e.message, e.retryable, e.usage)
-                        .await?;
+                    self.on_attempt_failed(
+                        &id,
+                        attempt,
+                        e.message,
+                        e.retryable,
+                        Some((&from, e.usage)),
+                    )
+                    .await?;
                 }
                 Err(e) => return Ok(Err(e.to_string())),
             },
@@ -119,11 +125,12 @@ impl Driver {
         self.ledger.add_usage(result.usage);
         self.deadlines.remove(id);
         self.stalls = 0;
-        self.record(
+        self.record_spent(
             Some(from),
             Some((id, attempt)),
             EventKind::SubtaskCompleted,
             detail,
+            result.usage,
         )
         .await
     }
@@ -134,8 +141,12 @@ impl Driver {
         attempt: u32,
         error: String,
         retryable: bool,
-        usage: Usage,
+        reported: Option<(&AgentId, Usage)>,
     ) -> Result<(), End> {
+        let (by, usage) = match reported {
+            Some((agent, usage)) => (Some(agent), usage),
+            None => (None, Usage::default()),
+        };
         let shared = self.shared.clone();
         let config = &shared.config.orchestrator;
         let retry = retryable && attempt < config.max_attempts;
@@ -158,8 +169,14 @@ impl Driver {
                 "attempt {attempt} failed: {error}; retrying in {}",
                 fmt(wait)
             );
-            self.record(None, Some((id, attempt)), EventKind::AttemptFailed, detail)
-                .await?;
+            self.record_spent(
+                by,
+                Some((id, attempt)),
+                EventKind::AttemptFailed,
+                detail,
+                usage,
+            )
+            .await?;
         } else {
             let detail = if retryable {
                 format!("failed after {attempt} attempts: {error}")
@@ -175,8 +192,14 @@ impl Driver {
                 "Subtask {id} ({role}) failed: {}",
                 prompts::clip(&error, 300)
             ));
-            self.record(None, Some((id, attempt)), EventKind::SubtaskFailed, detail)
-                .await?;
+            self.record_spent(
+                by,
+                Some((id, attempt)),
+                EventKind::SubtaskFailed,
+                detail,
+                usage,
+            )
+            .await?;
         }
         let max_stalls = self.shared.config.orchestrator.max_stalls;
         if self.stalls > max_stalls {
@@ -207,7 +230,7 @@ impl Driver {
             self.deadlines.remove(&id);
             let attempt = self.ledger.subtask(&id).map_or(0, |s| s.attempts);
             let error = format!("no result within {timeout}");
-            self.on_attempt_failed(&id, attempt, error, true, Usage::default())
+            self.on_attempt_failed(&id, attempt, error, true, None)
                 .await?;
         }
         // Retries that are due are dispatched by the next `dispatch_ready`.

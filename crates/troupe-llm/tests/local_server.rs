@@ -1,0 +1,188 @@
+//! The client against the real offline model: SmolLM2-135M-Instruct served by
+//! the `llama-server` that `scripts/local-model.sh` installs.
+//!
+//! In CI (`CI=true`) a missing install is a failure; elsewhere these tests are
+//! skipped with a printed reason.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider, ResponseFormat};
+use troupe_llm::{LocalModelConfig, LocalPaths, LocalServer, OpenAiClient};
+
+/// The installed paths, or `None` (after saying why) when they are missing outside CI.
+fn installed() -> Option<LocalPaths> {
+    let home = std::env::var_os("TROUPE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            cache.join("troupe")
+        });
+    let defaults = LocalPaths::under(&home);
+    let paths = LocalPaths {
+        server: std::env::var_os("TROUPE_LLAMA_SERVER").map_or(defaults.server, PathBuf::from),
+        model: std::env::var_os("TROUPE_LOCAL_MODEL").map_or(defaults.model, PathBuf::from),
+    };
+    match paths.check() {
+        Ok(()) => Some(paths),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and the local model is not installed: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: the local model is not installed ({e})");
+            None
+        }
+    }
+}
+
+async fn start(paths: LocalPaths, port: Option<u16>) -> (LocalServer, OpenAiClient) {
+    let mut config = LocalModelConfig::new(paths);
+    config.port = port;
+    config.parallel = 1;
+    config.ctx_size = 2048;
+    let server = LocalServer::start(&config).await.unwrap();
+    let client = OpenAiClient::new(server.client_config()).unwrap();
+    (server, client)
+}
+
+fn ask(text: &str, max_tokens: u32) -> ChatRequest {
+    let mut r = ChatRequest::new(CallKind::Other, vec![ChatMessage::user(text)]);
+    r.max_tokens = Some(max_tokens);
+    r.temperature = Some(0.0);
+    r
+}
+
+#[tokio::test]
+async fn plain_chat_answers_and_counts_its_tokens() {
+    let Some(paths) = installed() else { return };
+    let (server, client) = start(paths, None).await;
+    let reply = client
+        .complete(ask(
+            "What is the capital of France? Answer in one word.",
+            16,
+        ))
+        .await
+        .unwrap();
+    assert!(!reply.content.trim().is_empty());
+    assert!(reply.usage.prompt_tokens > 5, "{:?}", reply.usage);
+    assert!(
+        (1..=16).contains(&reply.usage.completion_tokens),
+        "{:?}",
+        reply.usage
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn json_schema_output_is_valid_against_its_schema() {
+    let Some(paths) = installed() else { return };
+    let (server, client) = start(paths, None).await;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "minLength": 1, "maxLength": 40},
+            "population_millions": {"type": "number"},
+            "landmarks": {"type": "array", "items": {"type": "string", "maxLength": 40}, "minItems": 1, "maxItems": 3}
+        },
+        "required": ["city", "population_millions", "landmarks"],
+        "additionalProperties": false
+    });
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for city in ["Paris", "Tokyo", "Lima"] {
+        let mut request = ask(&format!("Describe {city} as JSON."), 200);
+        request.response_format = ResponseFormat::JsonSchema {
+            name: "city".into(),
+            schema: schema.clone(),
+        };
+        let reply = client.complete(request).await.unwrap();
+        let value: Value = serde_json::from_str(&reply.content)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", reply.content));
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?} in {value}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_request_is_a_permanent_error_with_the_servers_reason() {
+    let Some(paths) = installed() else { return };
+    let (server, client) = start(paths, None).await;
+    let mut request = ask("hi", 8);
+    request.response_format = ResponseFormat::JsonSchema {
+        name: "broken".into(),
+        schema: json!({"type": "no-such-type"}),
+    };
+    let e = client.complete(request).await.unwrap_err();
+    match &e {
+        LlmError::BadRequest { status, body } => {
+            assert_eq!(*status, 400);
+            assert!(body.contains("no-such-type"), "{body}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!e.is_retryable());
+
+    // A prompt longer than the context asks the caller to shorten it.
+    let e = client
+        .complete(ask(&"word ".repeat(5_000), 8))
+        .await
+        .unwrap_err();
+    assert_eq!(e.class(), "context_length", "{e:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_mid_request_is_a_retryable_error_and_a_restart_recovers() {
+    let Some(paths) = installed() else { return };
+    let (server, client) = start(paths.clone(), None).await;
+    let port = server.port();
+    let client = std::sync::Arc::new(client);
+    let long = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .complete(ask(
+                    "Write a very long story about a lighthouse keeper.",
+                    4_000,
+                ))
+                .await
+        })
+    };
+    // Let generation start, then kill the server under the request.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!long.is_finished(), "the request ended before the kill");
+    server.stop().await;
+    let e = long.await.unwrap().unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+
+    // A caller that retries with backoff gets its answer once the server is back.
+    let restarted = tokio::spawn(async move { start(paths, Some(port)).await.0 });
+    let mut last = e;
+    let mut answer = None;
+    for _ in 0..60 {
+        match client.complete(ask("Say OK.", 4)).await {
+            Ok(reply) => {
+                answer = Some(reply);
+                break;
+            }
+            Err(e) if e.is_retryable() => {
+                last = e;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("a permanent error after the restart: {e:?}"),
+        }
+    }
+    let server = restarted.await.unwrap();
+    let reply =
+        answer.unwrap_or_else(|| panic!("no answer after the restart; last error {last:?}"));
+    assert!(!reply.content.is_empty());
+    server.stop().await;
+}
