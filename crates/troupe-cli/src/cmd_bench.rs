@@ -4,6 +4,11 @@
 //! Latency is from `submit` to the task's end as seen by the caller; throughput
 //! is the measured tasks over the wall time of the measured phase. Warm-up
 //! tasks run first and are not counted.
+//!
+//! The report also says how often the LLM's first plan was valid and how often
+//! a valid plan came after repair (read from the measured tasks' progress
+//! ledgers), and the tokens spent: with a real model (`--llm local`) these are
+//! the structured-output success rates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +18,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use troupe::Troupe;
-use troupe::core::task::TaskStatus;
+use troupe::core::TaskId;
+use troupe::core::ledger::{EventKind, ProgressEntry};
+use troupe::core::task::{TaskStatus, Usage};
 
 use crate::backend;
 use crate::cli::BenchArgs;
@@ -34,7 +41,63 @@ struct Report {
     llm: String,
     store: String,
     bus: String,
+    plans: PlanStats,
+    usage: Usage,
 }
+
+/// How planning went for the measured tasks (their first plan, not re-plans).
+#[derive(Debug, Default, Serialize)]
+struct PlanStats {
+    /// Replies the LLM gave to planning requests.
+    replies: usize,
+    /// Tasks whose first planning reply was a valid plan.
+    first_reply_valid: usize,
+    /// Tasks that got a valid plan, on the first reply or after repair.
+    valid_after_repair: usize,
+    /// `first_reply_valid` over the measured tasks.
+    first_reply_valid_rate: f64,
+    /// `valid_after_repair` over the measured tasks.
+    valid_after_repair_rate: f64,
+}
+
+impl PlanStats {
+    fn add(&mut self, entries: &[ProgressEntry]) {
+        let mut rejected = 0;
+        for e in entries {
+            match e.event {
+                EventKind::PlanRejected => rejected += 1,
+                EventKind::PlanAccepted => {
+                    self.replies += rejected + 1;
+                    self.valid_after_repair += 1;
+                    if rejected == 0 {
+                        self.first_reply_valid += 1;
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.replies += rejected;
+    }
+
+    fn finish(&mut self, tasks: usize) {
+        let share = |n: usize| round(n as f64 / tasks.max(1) as f64);
+        self.first_reply_valid_rate = share(self.first_reply_valid);
+        self.valid_after_repair_rate = share(self.valid_after_repair);
+    }
+}
+
+/// Goals the tasks cycle through, so that a real model plans varied work.
+const GOALS: &[&str] = &[
+    "Write a short sales report from these quarterly figures: Q1 120 units, Q2 150 units, Q3 90 units, Q4 170 units",
+    "Review this function for security bugs: fn login(user: &str) { db.query(format!(\"SELECT * FROM users WHERE name = '{user}'\")) }",
+    "Explain the difference between a mutex and a semaphore to a junior developer, with an example",
+    "Write a Python function that checks whether a string is a palindrome, and test it",
+    "Summarise the pros and cons of remote work for a small company",
+    "Plan a three-day trip to Lisbon for two people on a moderate budget",
+    "Compare PostgreSQL and SQLite for a small web application and recommend one",
+    "Draft a polite email asking a customer to pay an overdue invoice",
+];
 
 pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result<i32> {
     if args.tasks == 0 || args.concurrency == 0 {
@@ -77,15 +140,22 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     let started = Instant::now();
     let latencies = run_batch(&troupe, args.tasks, args.concurrency).await?;
     let elapsed = started.elapsed();
+    let mut plans = PlanStats::default();
+    let mut usage = Usage::default();
+    for (_, id, _, spent) in &latencies {
+        plans.add(&troupe.progress(*id).await?);
+        usage += *spent;
+    }
+    plans.finish(args.tasks);
     if let Ok(troupe) = Arc::try_unwrap(troupe) {
         troupe.shutdown().await;
     }
     llm.stop().await;
 
-    let completed = latencies.iter().filter(|(_, ok)| *ok).count();
+    let completed = latencies.iter().filter(|(_, _, ok, _)| *ok).count();
     let mut ms: Vec<f64> = latencies
         .iter()
-        .map(|(d, _)| d.as_secs_f64() * 1000.0)
+        .map(|(d, ..)| d.as_secs_f64() * 1000.0)
         .collect();
     ms.sort_by(f64::total_cmp);
     let report = Report {
@@ -102,17 +172,22 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         llm: llm_spec,
         store: store_label,
         bus: bus_label,
+        plans,
+        usage,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(if report.failed == 0 { 0 } else { 1 })
 }
 
-/// Runs `n` tasks with at most `concurrency` in flight; returns each one's latency and success.
+/// One finished task: its latency, id, whether it completed, and its tokens.
+type Finished = (Duration, TaskId, bool, Usage);
+
+/// Runs `n` tasks with at most `concurrency` in flight.
 async fn run_batch(
     troupe: &Arc<Troupe>,
     n: usize,
     concurrency: usize,
-) -> anyhow::Result<Vec<(Duration, bool)>> {
+) -> anyhow::Result<Vec<Finished>> {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = JoinSet::new();
     for i in 0..n {
@@ -120,16 +195,15 @@ async fn run_batch(
         let troupe = troupe.clone();
         running.spawn(async move {
             let t0 = Instant::now();
-            let outcome = match troupe
-                .submit(format!(
-                    "Benchmark goal {i}: summarise the quarterly numbers"
-                ))
-                .await
-            {
-                Ok(handle) => handle
-                    .wait()
-                    .await
-                    .map(|r| r.status == TaskStatus::Completed),
+            let goal = GOALS[i % GOALS.len()];
+            let outcome = match troupe.submit(goal).await {
+                Ok(handle) => {
+                    let id = handle.id();
+                    handle
+                        .wait()
+                        .await
+                        .map(|r| (id, r.status == TaskStatus::Completed, r.usage))
+                }
                 Err(e) => Err(e),
             };
             drop(permit);
@@ -139,7 +213,8 @@ async fn run_batch(
     let mut out = Vec::with_capacity(n);
     while let Some(joined) = running.join_next().await {
         let (latency, outcome) = joined?;
-        out.push((latency, outcome?));
+        let (id, ok, usage) = outcome?;
+        out.push((latency, id, ok, usage));
     }
     Ok(out)
 }

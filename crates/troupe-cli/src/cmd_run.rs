@@ -18,8 +18,9 @@ pub(crate) const EXIT_INTERRUPTED: i32 = 130;
 
 pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32> {
     let bus = backend::bus(settings.backend.bus.as_deref())?;
-    let stores = backend::stores(settings.store_url()).await?;
+    // The LLM first: a missing key or model should not leave an empty database behind.
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
+    let stores = backend::stores(settings.store_url()).await?;
     let troupe = Troupe::builder()
         .llm(llm.provider.clone())
         .bus(bus)
@@ -44,7 +45,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => {}
             },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            () = stop_requested(), if !interrupted => {
                 interrupted = true;
                 troupe.cancel(id);
             }
@@ -81,6 +82,29 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
                 EXIT_NOT_COMPLETED
             })
         }
+    }
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and `kill` send).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

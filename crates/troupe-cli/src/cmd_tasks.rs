@@ -1,13 +1,14 @@
 //! `troupe tasks list` and `troupe tasks show`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
 use serde::Serialize;
-use troupe::core::TaskId;
-use troupe::core::ledger::ProgressEntry;
+use troupe::core::ledger::{ProgressEntry, usage_by_agent};
 use troupe::core::store::TaskQuery;
-use troupe::core::task::{TaskRecord, TaskStatus};
+use troupe::core::task::{TaskRecord, TaskStatus, Usage};
+use troupe::core::{AgentId, TaskId};
 
 use crate::backend;
 use crate::cli::{ListArgs, ShowArgs};
@@ -69,6 +70,8 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
 struct Ledgers {
     task_ledger: TaskRecord,
     progress_ledger: Vec<ProgressEntry>,
+    /// Tokens per agent, summed from the progress ledger.
+    usage_by_agent: BTreeMap<AgentId, Usage>,
 }
 
 pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Result<i32> {
@@ -94,8 +97,9 @@ pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Resul
         println!(
             "{}",
             serde_json::to_string_pretty(&Ledgers {
+                usage_by_agent: usage_by_agent(&progress),
                 task_ledger: task,
-                progress_ledger: progress
+                progress_ledger: progress,
             })?
         );
     } else {
@@ -145,6 +149,19 @@ fn render(task: &TaskRecord, progress: &[ProgressEntry]) -> String {
             s.status.as_str(),
             s.attempts
         );
+    }
+    let by_agent = usage_by_agent(progress);
+    if !by_agent.is_empty() {
+        let _ = writeln!(out, "\nTokens by agent:");
+        for (agent, u) in &by_agent {
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>8} in  {:>8} out",
+                agent.as_str(),
+                u.prompt_tokens,
+                u.completion_tokens
+            );
+        }
     }
     let _ = writeln!(out, "\nProgress ledger:");
     for e in progress {

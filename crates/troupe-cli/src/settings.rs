@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use troupe::TroupeConfig;
 use troupe::config::{LlmCallConfig, OrchestratorConfig, WorkersConfig, duration};
-use troupe_llm::LocalModelConfig;
+use troupe_llm::{LocalModelConfig, StructuredOutput};
 
 use crate::cli::BackendArgs;
 
@@ -149,6 +149,10 @@ impl Settings {
                 .clone()
                 .or(parsed.backend.structured_output),
         };
+        if let Some(mode) = &backend.structured_output {
+            mode.parse::<StructuredOutput>()
+                .map_err(anyhow::Error::msg)?;
+        }
         Ok(Self {
             backend,
             local: parsed.local,

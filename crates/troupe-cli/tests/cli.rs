@@ -9,15 +9,23 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 fn troupe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_troupe"))
+    troupe_with(dir, args, &[])
+}
+
+fn troupe_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("TROUPE_LLM")
         .env_remove("TROUPE_STORE")
         .env_remove("TROUPE_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the troupe binary runs")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the troupe binary runs")
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -161,13 +169,21 @@ fn a_task_that_fails_exits_nonzero_with_its_reason() {
 #[test]
 fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["run", "--llm", "gpt-banana", "x"], "unknown --llm"),
         (
             &["run", "--llm", "mock:/no/such/file.json", "x"],
             "cannot read mock script",
         ),
-        (&["run", "x"], "no --llm given"),
+        (&["run", "--llm", "openai", "x"], "needs OPENAI_API_KEY"),
+        (
+            &["run", "--llm", "http://127.0.0.1:9/v1", "x"],
+            "needs --model NAME",
+        ),
+        (
+            &["run", "--llm", "mock", "--structured-output", "xml", "x"],
+            "unknown structured output mode",
+        ),
         (
             &["run", "--llm", "mock", "--store", "mysql://x", "x"],
             "unknown store URL",
@@ -177,6 +193,21 @@ fn bad_input_is_a_clear_error() {
             "no database at troupe.db",
         ),
     ];
+    // The default (no key: the local model) and --llm local say how to install it.
+    let missing = [
+        ("TROUPE_HOME", "/nonexistent/troupe-home"),
+        ("TROUPE_LLAMA_SERVER", ""),
+        ("TROUPE_LOCAL_MODEL", ""),
+    ];
+    for args in [&["run", "x"][..], &["run", "--llm", "local", "x"][..]] {
+        let out = troupe_with(dir.path(), args, &missing);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("scripts/local-model.sh"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
     for (args, message) in cases {
         let out = troupe(dir.path(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
@@ -246,8 +277,159 @@ fn bench_prints_its_figures_as_json() {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report}");
     }
     assert!(report["p50_ms"].as_f64() <= report["p99_ms"].as_f64());
+    // The mock's plans are always valid on the first reply.
+    assert_eq!(report["plans"]["first_reply_valid"], 50, "{report}");
+    assert_eq!(report["plans"]["valid_after_repair_rate"], 1.0, "{report}");
+    assert!(report["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert!(
         !dir.path().join("troupe.db").exists(),
         "bench must not touch ./troupe.db"
+    );
+}
+
+/// Whether the offline model is installed; outside CI its absence skips the test.
+fn local_model_installed() -> bool {
+    let home = std::env::var("TROUPE_HOME").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
+        format!("{cache}/troupe")
+    });
+    let server =
+        std::env::var("TROUPE_LLAMA_SERVER").unwrap_or_else(|_| format!("{home}/bin/llama-server"));
+    let model = std::env::var("TROUPE_LOCAL_MODEL")
+        .unwrap_or_else(|_| format!("{home}/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let installed = Path::new(&server).is_file() && Path::new(&model).is_file();
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and the local model is not installed (run scripts/local-model.sh)"
+        );
+        eprintln!("skipped: the local model is not installed (run scripts/local-model.sh)");
+    }
+    installed
+}
+
+#[test]
+fn run_completes_a_goal_with_the_offline_model() {
+    if !local_model_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_run = troupe_with(
+        dir.path(),
+        &[
+            "run",
+            "--llm",
+            "local",
+            "--json",
+            "Write a short sales report from these figures: Q1 120 units, Q2 150 units, Q3 90 units",
+        ],
+        &[("RUST_LOG", "troupe_llm=info")],
+    );
+    let out = &out_run;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    let doc = stdout_json(out);
+    assert_eq!(doc["status"], "completed", "{doc}");
+    assert!(!doc["result"].as_str().unwrap().trim().is_empty(), "{doc}");
+    let subtasks = doc["subtasks"].as_array().unwrap();
+    assert!(!subtasks.is_empty());
+    for s in subtasks {
+        assert_eq!(s["status"], "completed", "{s}");
+    }
+    // Real token counts from the server, not estimates.
+    assert!(
+        doc["usage"]["prompt_tokens"].as_u64().unwrap() > 100,
+        "{doc}"
+    );
+    assert!(
+        doc["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{doc}"
+    );
+
+    // The ledgers name who spent the tokens.
+    let id = doc["task_id"].as_str().unwrap();
+    let out = troupe(dir.path(), &["tasks", "show", "--json", id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ledgers = stdout_json(&out);
+    let by_agent = ledgers["usage_by_agent"].as_object().unwrap();
+    assert!(
+        by_agent.keys().any(|a| a.starts_with("orchestrator-")),
+        "{by_agent:?}"
+    );
+    assert!(by_agent.len() >= 2, "{by_agent:?}");
+    // The llama-server that run started is gone once run has exited.
+    let log = stderr(&out_run);
+    let line = log
+        .lines()
+        .find(|l| l.contains("starting llama-server"))
+        .unwrap_or_else(|| panic!("no start line in: {log}"));
+    let after = &line[line.find("pid").unwrap() + 3..];
+    let pid: String = after
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(!pid.is_empty(), "{line}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "llama-server {pid} still runs"
+    );
+}
+
+#[test]
+fn a_killed_run_leaves_no_llama_server_behind() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+
+    if !local_model_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args([
+            "run",
+            "--llm",
+            "local",
+            "--store",
+            "memory",
+            "Write a long essay about lighthouses",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "troupe_llm=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("llama-server is ready"))
+        .expect("the server became ready");
+    let port: u16 = ready
+        .rsplit("port=")
+        .next()
+        .and_then(|p| {
+            p.chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no port in {ready:?}"));
+    let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+    assert!(listening());
+    // SIGKILL: troupe gets no chance to clean up; the watchdog must.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while listening() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !listening(),
+        "llama-server still listens on {port} after troupe was killed"
     );
 }

@@ -1,7 +1,11 @@
 //! [`LocalServer`]: llama.cpp's `llama-server` run by Troupe for the offline
 //! model. It starts on a free 127.0.0.1 port, is ready when `/health` says so,
-//! and stops when the handle is stopped or dropped (the child is killed on
-//! drop, so an early return or a panic does not leave it behind).
+//! and stops when the handle is stopped or dropped.
+//!
+//! The server runs under a small `sh` watchdog whose standard input is a pipe
+//! from this process: when the pipe closes (the handle is dropped, or this
+//! process dies in any way, `kill -9` included) the watchdog stops the server.
+//! So no `llama-server` outlives Troupe, without any platform-specific call.
 //!
 //! `scripts/local-model.sh` installs the binary and the model; [`LocalPaths`]
 //! says where they are by default.
@@ -14,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, Command};
 
 use crate::config::{OpenAiConfig, StructuredOutput};
 
@@ -26,6 +30,24 @@ pub const LOCAL_MODEL_NAME: &str = "smollm2-135m-instruct";
 
 /// Lines of the server's output kept for error messages.
 const LOG_LINES: usize = 40;
+
+/// The watchdog: runs the server (`"$@"`) in the background, stops it when
+/// standard input reaches its end (SIGTERM, then SIGKILL if it is still there
+/// 5 s later: a server busy generating finishes its reply before it exits on
+/// SIGTERM), and exits with the server's status. (Background jobs of a
+/// non-interactive shell read /dev/null, so the pipe is kept on descriptor 3.)
+const WATCHDOG: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- &
+server=$!
+( while read -r _; do :; done <&3
+  kill "$server" 2>/dev/null || exit 0
+  for _ in 1 2 3 4 5 6 7 8 9 10; do sleep 0.5; kill -0 "$server" 2>/dev/null || exit 0; done
+  kill -9 "$server" 2>/dev/null ) &
+exec 3<&-
+wait "$server""#;
+
+/// How long a stopping server may take (the watchdog kills it after 5 s).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the binary and the model are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,7 +165,10 @@ pub enum LocalError {
 /// A running `llama-server`.
 #[derive(Debug)]
 pub struct LocalServer {
+    /// The watchdog; killed on drop.
     child: Child,
+    /// The watchdog's standard input: closing it stops the server.
+    lifeline: Option<ChildStdin>,
     port: u16,
     max_tokens: u32,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -173,8 +198,10 @@ impl LocalServer {
     }
 
     async fn start_on(config: &LocalModelConfig, port: u16) -> Result<Self, LocalError> {
-        let mut command = Command::new(&config.paths.server);
+        let mut command = Command::new("sh");
         command
+            .args(["-c", WATCHDOG, "llama-server"])
+            .arg(&config.paths.server)
             .arg("--model")
             .arg(&config.paths.model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -185,7 +212,7 @@ impl LocalServer {
             .args(["--parallel", &config.parallel.to_string()])
             .args(["--alias", LOCAL_MODEL_NAME])
             .args(["--offline", "--no-webui"])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
@@ -203,8 +230,10 @@ impl LocalServer {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(keep_tail(err, log.clone()));
         }
+        let lifeline = child.stdin.take();
         let mut server = Self {
             child,
+            lifeline,
             port,
             max_tokens: config.max_tokens,
             log,
@@ -254,7 +283,7 @@ impl LocalServer {
         self.port
     }
 
-    /// Its process id, while it runs.
+    /// The process id of its watchdog (the server's parent), while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
@@ -282,12 +311,17 @@ impl LocalServer {
         }
     }
 
-    /// Stops the server and waits for it to exit.
+    /// Stops the server and waits for it to exit (it is killed if it takes more than 5 s).
     pub async fn stop(mut self) {
-        if let Err(e) = self.child.kill().await {
-            tracing::warn!(error = %e, "could not stop llama-server");
-        } else {
-            tracing::info!(port = self.port, "llama-server stopped");
+        drop(self.lifeline.take());
+        match tokio::time::timeout(STOP_GRACE, self.child.wait()).await {
+            Ok(_) => tracing::info!(port = self.port, "llama-server stopped"),
+            Err(_) => {
+                tracing::warn!(port = self.port, "llama-server did not stop; killing it");
+                if let Err(e) = self.child.kill().await {
+                    tracing::warn!(error = %e, "could not kill llama-server");
+                }
+            }
         }
     }
 }

@@ -156,12 +156,24 @@ async fn a_server_killed_mid_request_is_a_retryable_error_and_a_restart_recovers
                 .await
         })
     };
-    // Let generation start, then kill the server under the request.
+    // Let generation start, then crash the server under the request (SIGKILL
+    // to the watchdog's children: llama-server).
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(!long.is_finished(), "the request ended before the kill");
-    server.stop().await;
-    let e = long.await.unwrap().unwrap_err();
+    let watchdog = server.pid().unwrap().to_string();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-P", &watchdog])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let e = tokio::time::timeout(Duration::from_secs(10), long)
+        .await
+        .expect("the request ends soon after the crash")
+        .unwrap()
+        .unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
+    assert_eq!(e.class(), "transport", "{e:?}");
+    drop(server);
 
     // A caller that retries with backoff gets its answer once the server is back.
     let restarted = tokio::spawn(async move { start(paths, Some(port)).await.0 });

@@ -354,8 +354,17 @@ impl StoreSuite {
             2,
             EventKind::SubtaskStarted,
             "go",
-        );
+        )
+        .with_usage(Usage {
+            prompt_tokens: 120,
+            completion_tokens: 7,
+        });
         written.push(stores.progress.append(sub).await.unwrap());
+        assert_eq!(
+            written[3].usage.map(|u| u.total()),
+            Some(127),
+            "{check}: usage is kept"
+        );
         let steps: Vec<u64> = written.iter().map(|e| e.step).collect();
         assert_eq!(steps, vec![1, 2, 3, 4], "{check}");
         assert_eq!(

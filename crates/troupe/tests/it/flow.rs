@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use troupe_core::ledger::EventKind;
+use troupe_core::ledger::{EventKind, usage_by_agent};
 use troupe_core::llm::CallKind;
-use troupe_core::task::{SubtaskStatus, TaskStatus};
+use troupe_core::task::{SubtaskStatus, TaskStatus, Usage};
 use troupe_testkit::mock::{MockLlm, Step};
 
 use crate::support::{config, count, kinds, result_of, step, troupe};
@@ -100,6 +100,23 @@ async fn a_goal_is_planned_dispatched_and_answered() {
     // Worker steps are recorded under the worker that took them.
     let started = step(&entries, EventKind::SubtaskStarted, "s1");
     assert_eq!(Some(&started.agent), task.subtasks[0].agent.as_ref());
+
+    // Tokens are counted per agent, and the agents' shares add up to the task's.
+    let by_agent = usage_by_agent(&entries);
+    let orchestrator = &entries[0].agent;
+    assert!(by_agent[orchestrator].total() > 0, "planning and synthesis");
+    for s in &task.subtasks {
+        assert!(
+            by_agent[s.agent.as_ref().unwrap()].completion_tokens > 0,
+            "{}",
+            s.id
+        );
+    }
+    let mut sum = Usage::default();
+    for u in by_agent.values() {
+        sum += *u;
+    }
+    assert_eq!(sum, task.usage);
 
     // The store holds the same ledger the run returned.
     assert_eq!(troupe.task(task.id).await.unwrap().unwrap(), task);

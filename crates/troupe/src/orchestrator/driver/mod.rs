@@ -13,7 +13,7 @@ mod dispatch;
 mod planning;
 mod replies;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use futures::future::join_all;
@@ -70,6 +70,8 @@ pub(super) struct Driver {
     stalls: u32,
     replans: u32,
     task_deadline: Instant,
+    /// Replies received while a long call ran, oldest first.
+    held: VecDeque<Delivery>,
     /// Tokens the orchestrator spent (planning, synthesis) not yet written to
     /// a progress entry: the next entry of its own carries them.
     unrecorded: Usage,
@@ -95,6 +97,7 @@ impl Driver {
             stalls: 0,
             replans: 0,
             task_deadline,
+            held: VecDeque::new(),
             unrecorded: Usage::default(),
         }
     }
@@ -168,6 +171,9 @@ impl Driver {
     }
 
     async fn wait(&mut self) -> Wake {
+        if let Some(d) = self.held.pop_front() {
+            return Wake::Reply(Box::new(d));
+        }
         let wake_at = self
             .deadlines
             .values()
@@ -184,14 +190,31 @@ impl Driver {
         }
     }
 
-    /// Runs `fut` unless the task is cancelled, the process stops, or the task's time runs out.
-    async fn bounded<T>(&self, fut: impl Future<Output = T>) -> Result<T, End> {
-        tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Err(End::Shutdown),
-            () = self.cancel.cancelled() => Err(End::Cancelled),
-            () = tokio::time::sleep_until(self.task_deadline) => Err(self.timed_out()),
-            v = fut => Ok(v),
+    /// Runs `fut` unless the task is cancelled, the process stops, or the task's
+    /// time runs out. Replies that arrive meanwhile (an LLM call can take
+    /// minutes) are held, their visibility on the bus extended every heartbeat so
+    /// they are not redelivered, and handled by the next [`wait`](Self::wait).
+    async fn bounded<T>(&mut self, fut: impl Future<Output = T>) -> Result<T, End> {
+        tokio::pin!(fut);
+        let mut keepalive = tokio::time::interval(self.shared.config.workers.heartbeat);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        keepalive.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(End::Shutdown),
+                () = self.cancel.cancelled() => return Err(End::Cancelled),
+                () = tokio::time::sleep_until(self.task_deadline) => return Err(self.timed_out()),
+                v = &mut fut => return Ok(v),
+                Some(d) = self.inbox.recv() => self.held.push_back(d),
+                _ = keepalive.tick() => {
+                    for d in &self.held {
+                        if let Err(e) = d.extend().await {
+                            tracing::debug!(error = %e, "could not extend a held reply");
+                        }
+                    }
+                }
+            }
         }
     }
 
