@@ -2,8 +2,11 @@
 # The whole test suite, as CI runs it: formatting, lints, documentation,
 # every unit, integration and doc test, and the examples.
 #
-# Idempotent and self-contained: it needs only the Rust toolchain (pinned by
-# rust-toolchain.toml). cargo-nextest is used when installed, cargo test otherwise.
+# Idempotent and self-contained: it needs the Rust toolchain (pinned by
+# rust-toolchain.toml), python3 with pip and a C++ compiler; scripts/local-model.sh
+# installs the offline model the real-LLM tests use (and cmake with apt-get when
+# missing), reusing what is already installed. cargo-nextest is used when
+# installed, cargo test otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "documentation"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+step "offline model (SmolLM2-135M + llama-server)"
+scripts/local-model.sh
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use troupe::TroupeConfig;
 use troupe::core::bus::{Bus, MemoryBus};
 use troupe::core::llm::LlmProvider;
 use troupe::core::store::Stores;
@@ -27,6 +28,8 @@ const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
 pub(crate) struct LlmBackend {
     pub(crate) provider: Arc<dyn LlmProvider>,
     server: Option<LocalServer>,
+    /// The model's context per request, in tokens, when Troupe knows it.
+    context_tokens: Option<u32>,
 }
 
 impl LlmBackend {
@@ -42,6 +45,18 @@ impl LlmBackend {
         Self {
             provider,
             server: None,
+            context_tokens: None,
+        }
+    }
+
+    /// Fits the runtime's settings to the model: earlier results may fill at
+    /// most half of a known context window, leaving room for the instructions
+    /// and the reply.
+    pub(crate) fn fit(&self, config: &mut TroupeConfig) {
+        if let Some(context) = self.context_tokens {
+            let half = usize::try_from(context / 2).unwrap_or(usize::MAX);
+            let budget = &mut config.orchestrator.prompt_budget_tokens;
+            *budget = (*budget).min(half);
         }
     }
 }
@@ -123,6 +138,7 @@ async fn local(settings: &Settings) -> anyhow::Result<LlmBackend> {
     Ok(LlmBackend {
         provider: Arc::new(client),
         server: Some(server),
+        context_tokens: Some(config.ctx_size),
     })
 }
 

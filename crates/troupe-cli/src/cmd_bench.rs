@@ -109,6 +109,8 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         .clone()
         .unwrap_or_else(|| "mock".to_owned());
     let llm = backend::llm(&llm_spec, &settings).await?;
+    let mut config = settings.runtime.clone();
+    llm.fit(&mut config);
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let scratch = tempfile::tempdir()?;
     let (store_url, store_label) = match &settings.backend.store {
@@ -128,7 +130,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
             .llm(llm.provider.clone())
             .bus(bus)
             .stores(stores)
-            .config(settings.runtime)
+            .config(config)
             .build()
             .await?,
     );

@@ -21,11 +21,13 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     // The LLM first: a missing key or model should not leave an empty database behind.
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
+    let mut config = settings.runtime.clone();
+    llm.fit(&mut config);
     let troupe = Troupe::builder()
         .llm(llm.provider.clone())
         .bus(bus)
         .stores(stores)
-        .config(settings.runtime.clone())
+        .config(config)
         .build()
         .await?;
 

@@ -87,6 +87,8 @@ pub enum CallKind {
     Plan,
     /// The orchestrator asks for a new plan after failures.
     Replan,
+    /// The orchestrator asks whether a stuck run is worth a new plan.
+    Evaluate,
     /// A worker does a subtask.
     Work,
     /// The orchestrator writes the final answer.
@@ -101,6 +103,7 @@ impl CallKind {
         match self {
             CallKind::Plan => "plan",
             CallKind::Replan => "replan",
+            CallKind::Evaluate => "evaluate",
             CallKind::Work => "work",
             CallKind::Synthesize => "synthesize",
             CallKind::Other => "other",

@@ -18,6 +18,11 @@ pub struct TroupeConfig {
     pub llm: LlmCallConfig,
 }
 
+/// The characters per token assumed when fitting text into a token budget
+/// (about right for English with the common BPE tokenizers; a context-length
+/// error from the model corrects an overestimate).
+pub const CHARS_PER_TOKEN: usize = 4;
+
 /// How the orchestrator runs tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,12 +43,25 @@ pub struct OrchestratorConfig {
     pub max_replans: u32,
     /// Failures in a row, with no subtask completing, that count as a stall and trigger a re-plan.
     pub max_stalls: u32,
+    /// Whether the LLM is asked to judge a stuck run (progress made? in a
+    /// loop? re-plan or give up?) before a re-plan.
+    pub evaluate_progress: bool,
     /// The backoff between attempts of a subtask.
     pub retry: BackoffConfig,
-    /// The most characters of dependency results put into one prompt.
-    pub prompt_budget_chars: usize,
+    /// The most tokens of earlier results (a worker's dependencies, the
+    /// synthesis's inputs, a re-plan's history) put into one prompt. Text is
+    /// measured at [`CHARS_PER_TOKEN`] characters per token; when a model still
+    /// says the prompt is too long, the budget is halved and the call retried.
+    pub prompt_budget_tokens: usize,
     /// The longest goal accepted, in characters.
     pub max_goal_chars: usize,
+}
+
+impl OrchestratorConfig {
+    /// The prompt budget in characters.
+    pub fn prompt_budget_chars(&self) -> usize {
+        self.prompt_budget_tokens.saturating_mul(CHARS_PER_TOKEN)
+    }
 }
 
 impl Default for OrchestratorConfig {
@@ -56,8 +74,9 @@ impl Default for OrchestratorConfig {
             task_timeout: Duration::from_secs(3600),
             max_replans: 1,
             max_stalls: 3,
+            evaluate_progress: true,
             retry: BackoffConfig::default(),
-            prompt_budget_chars: 24_000,
+            prompt_budget_tokens: 6_000,
             max_goal_chars: 100_000,
         }
     }
@@ -228,9 +247,9 @@ impl TroupeConfig {
         nonzero("orchestrator.subtask_timeout", o.subtask_timeout)?;
         nonzero("orchestrator.task_timeout", o.task_timeout)?;
         at_least(
-            "orchestrator.prompt_budget_chars",
-            o.prompt_budget_chars,
-            1_000,
+            "orchestrator.prompt_budget_tokens",
+            o.prompt_budget_tokens,
+            250,
         )?;
         at_least("orchestrator.max_goal_chars", o.max_goal_chars, 1)?;
         o.retry.validate("orchestrator.retry")?;

@@ -42,9 +42,9 @@ pub(crate) fn plan_user(goal: &str) -> String {
     format!("Goal: {goal}")
 }
 
-/// The message asking the LLM to repair a rejected plan.
-pub(crate) fn plan_repair(rejection: &PlanRejection) -> String {
-    let mut text = String::from("Your reply could not be used as a plan:\n");
+/// The message asking the LLM to repair a rejected reply.
+pub(crate) fn repair(rejection: &PlanRejection) -> String {
+    let mut text = String::from("Your reply could not be used:\n");
     for p in &rejection.problems {
         let _ = writeln!(text, "- {p}");
     }
@@ -52,8 +52,9 @@ pub(crate) fn plan_repair(rejection: &PlanRejection) -> String {
     text
 }
 
-/// The message asking for a new plan after the current one failed.
-pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> String {
+/// What happened to a stuck run: the goal, why it cannot finish, what failed,
+/// what is done (results fitted into `budget` characters), the facts.
+pub(crate) fn situation(ledger: &TaskLedger, reason: &str, budget: usize) -> String {
     let record = ledger.record();
     let mut text = format!(
         "Goal: {}\n\nThe current plan cannot finish: {reason}\n",
@@ -101,6 +102,12 @@ pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> S
             let _ = writeln!(text, "- {f}");
         }
     }
+    text
+}
+
+/// The message asking for a new plan after the current one failed.
+pub(crate) fn replan_user(ledger: &TaskLedger, situation: &str) -> String {
+    let mut text = situation.to_owned();
     let mut used: Vec<String> = ledger
         .used_ids()
         .into_iter()
@@ -114,6 +121,25 @@ pub(crate) fn replan_user(ledger: &TaskLedger, reason: &str, budget: usize) -> S
         used.join(", ")
     );
     text
+}
+
+/// The message asking the LLM to judge a stuck run.
+pub(crate) fn evaluation_user(situation: &str) -> String {
+    format!("{situation}\nJudge the run now.")
+}
+
+/// The orchestrator's system prompt for judging a stuck run.
+pub(crate) fn evaluation_system(schema: &serde_json::Value) -> String {
+    format!(
+        "You are the orchestrator of a team of AI workers. Their plan for the user's goal is stuck: \
+some subtasks failed. Judge the run before a new plan is written:\n\
+- progress_being_made: whether the work done so far brings the goal closer;\n\
+- in_loop: whether the same failure keeps coming back;\n\
+- decision: \"replan\" when a different plan could still reach the goal, \"give_up\" when it cannot \
+(for example the goal is impossible, or every attempt fails the same way);\n\
+- reason: why, in one or two sentences.\n\
+Reply with one JSON object that matches this JSON schema, and nothing else:\n{schema}"
+    )
 }
 
 /// The orchestrator's system prompt for the final answer.

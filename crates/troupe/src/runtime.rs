@@ -265,7 +265,7 @@ impl TroupeBuilder {
             }
             workers.push((info, worker));
         }
-        let prompt_budget = self.config.orchestrator.prompt_budget_chars;
+        let prompt_budget = self.config.orchestrator.prompt_budget_chars();
         for builtin in self.builtin {
             let info = RoleInfo::from(builtin);
             if workers.iter().any(|(r, _)| r.role == info.role) {

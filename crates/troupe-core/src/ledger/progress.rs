@@ -38,6 +38,10 @@ pub enum EventKind {
     LlmError,
     /// The run made no progress for too long.
     Stalled,
+    /// The LLM judged a stuck run; the detail says its decision and why.
+    ProgressEvaluated,
+    /// The LLM's progress evaluation was rejected; the detail lists why.
+    EvaluationRejected,
     /// The orchestrator is re-planning with what it learned.
     Replanning,
     /// The orchestrator is writing the final answer.
@@ -52,7 +56,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::TaskSubmitted,
         EventKind::PlanningStarted,
         EventKind::PlanRejected,
@@ -65,6 +69,8 @@ impl EventKind {
         EventKind::SubtaskFailed,
         EventKind::LlmError,
         EventKind::Stalled,
+        EventKind::ProgressEvaluated,
+        EventKind::EvaluationRejected,
         EventKind::Replanning,
         EventKind::SynthesisStarted,
         EventKind::TaskCompleted,
@@ -87,6 +93,8 @@ impl EventKind {
             EventKind::SubtaskFailed => "subtask_failed",
             EventKind::LlmError => "llm_error",
             EventKind::Stalled => "stalled",
+            EventKind::ProgressEvaluated => "progress_evaluated",
+            EventKind::EvaluationRejected => "evaluation_rejected",
             EventKind::Replanning => "replanning",
             EventKind::SynthesisStarted => "synthesis_started",
             EventKind::TaskCompleted => "task_completed",

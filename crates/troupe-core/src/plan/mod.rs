@@ -10,11 +10,13 @@
 //! be sent back to the LLM so that it can repair its answer.
 
 mod draft;
+mod evaluation;
 pub mod extract;
 mod parser;
 pub mod validate;
 
 pub use draft::{PlanDraft, StepDraft, example_plan_json};
+pub use evaluation::{Decision, EvaluationParser, ProgressEvaluation};
 pub use parser::{PlanContext, PlanParser, PlanParserError, PlanRejection, Problem};
 
 use serde::{Deserialize, Serialize};

@@ -51,7 +51,7 @@ impl fmt::Display for Problem {
     }
 }
 
-/// A reply that is not an acceptable plan, with every problem found.
+/// A reply that is not an acceptable plan (or progress evaluation), with every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct PlanRejection {
     /// The problems, at most twenty.
@@ -61,7 +61,7 @@ pub struct PlanRejection {
 impl fmt::Display for PlanRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list: Vec<String> = self.problems.iter().map(ToString::to_string).collect();
-        write!(f, "the plan is invalid: {}", list.join("; "))
+        write!(f, "the reply is invalid: {}", list.join("; "))
     }
 }
 

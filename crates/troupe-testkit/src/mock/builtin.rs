@@ -17,6 +17,13 @@ pub(crate) fn reply(request: &ChatRequest) -> String {
         CallKind::Plan | CallKind::Replan => plan(request).to_string(),
         CallKind::Work => work(request),
         CallKind::Synthesize => synthesis(request),
+        CallKind::Evaluate => serde_json::json!({
+            "progress_being_made": true,
+            "in_loop": false,
+            "decision": "replan",
+            "reason": "a new plan can avoid what failed"
+        })
+        .to_string(),
         CallKind::Other => "ok".to_owned(),
     }
 }

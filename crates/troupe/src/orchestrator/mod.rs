@@ -11,6 +11,7 @@
 mod driver;
 pub(crate) mod planner;
 pub(crate) mod recorder;
+mod structured;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

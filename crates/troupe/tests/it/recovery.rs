@@ -310,6 +310,29 @@ async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     let entries = troupe.progress(task.id).await.unwrap();
     assert_eq!(count(&entries, EventKind::Replanning), 1);
     assert_eq!(count(&entries, EventKind::PlanAccepted), 2);
+    // Before re-planning, the LLM judged the run, and said to re-plan.
+    let evaluated = entries
+        .iter()
+        .find(|e| e.event == EventKind::ProgressEvaluated)
+        .unwrap();
+    assert!(
+        evaluated.detail.starts_with("decision: replan"),
+        "{}",
+        evaluated.detail
+    );
+    let evaluation = llm
+        .calls()
+        .into_iter()
+        .find(|c| c.meta().kind == CallKind::Evaluate)
+        .unwrap();
+    assert!(
+        evaluation
+            .request
+            .last_user_message()
+            .unwrap()
+            .contains("s2 (analyst)"),
+        "the evaluation sees what failed"
+    );
     // The re-plan request told the model what failed and what is already done.
     let replan = llm
         .calls()
@@ -347,6 +370,99 @@ async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
         task.subtasks.iter().all(|s| s.status.is_terminal()),
         "{:?}",
         task.subtasks
+    );
+    troupe.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_that_gives_up_ends_the_task_without_a_replan() {
+    let llm = MockLlm::builder()
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s2")
+                .error(MockError::http(400))
+                .repeat(),
+        )
+        // The first evaluation is malformed; its repair gives up.
+        .step(Step::on(CallKind::Evaluate).reply("I think we should stop."))
+        .step(Step::on(CallKind::Evaluate).plan(json!({
+            "progress_being_made": false, "in_loop": true, "decision": "give_up",
+            "reason": "the analyst's model refuses every request"
+        })))
+        .record()
+        .build()
+        .unwrap();
+    let llm = Arc::new(llm);
+    let troupe = troupe(llm.clone(), config()).await;
+    let task = troupe.run("Estimate the market").await.unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    let reason = task.error.unwrap();
+    assert!(
+        reason.contains("s2 (analyst) failed")
+            && reason.contains("gave up: the analyst's model refuses every request"),
+        "{reason}"
+    );
+    assert_eq!(task.plan_revision, 0);
+    let entries = troupe.progress(task.id).await.unwrap();
+    assert_eq!(count(&entries, EventKind::EvaluationRejected), 1);
+    assert_eq!(count(&entries, EventKind::Replanning), 0);
+    assert!(
+        llm.calls()
+            .iter()
+            .all(|c| c.meta().kind != CallKind::Replan)
+    );
+    // The repair request listed the problems of the malformed evaluation.
+    let repair = llm
+        .calls()
+        .into_iter()
+        .filter(|c| c.meta().kind == CallKind::Evaluate)
+        .nth(1)
+        .unwrap();
+    assert!(
+        repair
+            .request
+            .last_user_message()
+            .unwrap()
+            .contains("could not be used"),
+        "{:?}",
+        repair.request.last_user_message()
+    );
+    troupe.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_that_never_validates_does_not_stop_the_replan() {
+    let llm = MockLlm::builder()
+        .step(
+            Step::on(CallKind::Work)
+                .subtask("s2")
+                .error(MockError::http(400))
+                .repeat(),
+        )
+        .step(
+            Step::on(CallKind::Evaluate)
+                .reply(r#"{"decision": "maybe"}"#)
+                .repeat(),
+        )
+        .build()
+        .unwrap();
+    let troupe = troupe(Arc::new(llm), config()).await;
+    let task = troupe.run("Estimate the market").await.unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
+    assert_eq!(task.plan_revision, 1);
+    let entries = troupe.progress(task.id).await.unwrap();
+    assert_eq!(count(&entries, EventKind::EvaluationRejected), 3);
+    let evaluated = entries
+        .iter()
+        .find(|e| e.event == EventKind::ProgressEvaluated)
+        .unwrap();
+    assert!(
+        evaluated
+            .detail
+            .contains("no valid progress evaluation after 3 replies")
+            && evaluated.detail.ends_with("re-planning without it"),
+        "{}",
+        evaluated.detail
     );
     troupe.shutdown().await;
 }

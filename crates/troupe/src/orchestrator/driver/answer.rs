@@ -37,7 +37,7 @@ impl Driver {
             request.meta.task_id = Some(task_id);
             request
         };
-        let budget = shared.config.orchestrator.prompt_budget_chars;
+        let budget = shared.config.orchestrator.prompt_budget_chars();
         let shrinkable = !results.is_empty();
         let call = llm_call::call_shrinking(
             shared.llm.as_ref(),

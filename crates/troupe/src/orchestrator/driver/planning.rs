@@ -6,7 +6,7 @@ use super::{Driver, End};
 use crate::prompts;
 use troupe_core::SubtaskId;
 use troupe_core::ledger::EventKind;
-use troupe_core::plan::{Plan, PlanContext};
+use troupe_core::plan::{Decision, Plan, PlanContext, ProgressEvaluation};
 use troupe_core::task::{TaskStatus, Usage};
 
 impl Driver {
@@ -83,17 +83,71 @@ impl Driver {
                 format!("{reason} (after {} re-plans)", self.replans)
             }));
         }
+        let budget = self.shared.config.orchestrator.prompt_budget_chars();
+        let situation = prompts::situation(&self.ledger, &reason, budget);
+        if self.shared.config.orchestrator.evaluate_progress
+            && let Some(evaluation) = self.evaluate(&situation).await?
+            && evaluation.decision == Decision::GiveUp
+        {
+            return Err(End::Failed(format!(
+                "{reason}; the orchestrator gave up: {}",
+                evaluation.reason
+            )));
+        }
         self.replans += 1;
         self.record(None, None, EventKind::Replanning, reason.clone())
             .await?;
-        let budget = self.shared.config.orchestrator.prompt_budget_chars;
-        let situation = prompts::replan_user(&self.ledger, &reason, budget);
-        let plan = self.ask_plan(Some(situation)).await?;
+        let plan = self
+            .ask_plan(Some(prompts::replan_user(&self.ledger, &situation)))
+            .await?;
         self.install(plan).await?;
         self.deadlines.clear();
         self.retry_at.clear();
         self.stalls = 0;
         Ok(())
+    }
+
+    /// Asks the LLM to judge the stuck run (Magentic-One's progress ledger
+    /// questions). `None` when no valid evaluation came: the run then re-plans
+    /// as it would without one.
+    async fn evaluate(&mut self, situation: &str) -> Result<Option<ProgressEvaluation>, End> {
+        let shared = self.shared.clone();
+        let task_id = self.ledger.id();
+        let mut usage = Usage::default();
+        let evaluated = self
+            .bounded(shared.planner.evaluate(
+                shared.llm.as_ref(),
+                &shared.config,
+                &shared.recorder,
+                task_id,
+                prompts::evaluation_user(situation),
+                &mut usage,
+            ))
+            .await;
+        self.spent(usage);
+        match evaluated? {
+            Ok(e) => {
+                let detail = format!(
+                    "decision: {}; progress being made: {}; in a loop: {}; {}",
+                    match e.decision {
+                        Decision::Replan => "replan",
+                        Decision::GiveUp => "give up",
+                    },
+                    yes_no(e.progress_being_made),
+                    yes_no(e.in_loop),
+                    e.reason
+                );
+                self.record(None, None, EventKind::ProgressEvaluated, detail)
+                    .await?;
+                Ok(Some(e))
+            }
+            Err(failure) => {
+                let detail = format!("{}; re-planning without it", failure.reason);
+                self.record(None, None, EventKind::ProgressEvaluated, detail)
+                    .await?;
+                Ok(None)
+            }
+        }
     }
 
     pub(super) fn blocked_reason(&self) -> String {
@@ -115,4 +169,8 @@ impl Driver {
             failed.join("; ")
         }
     }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
