@@ -1,7 +1,12 @@
 //! The `troupe` binary as a user runs it.
 
 // Test code: a failed expectation is meant to panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,14 @@
 //! The client against a fake OpenAI-compatible server on loopback (wiremock):
 //! the exact request it sends, and every class of answer it can get back.
 
+// Test code: a failed expectation is meant to panic; skips are printed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
 use std::time::Duration;
 
 use serde_json::{Value, json};

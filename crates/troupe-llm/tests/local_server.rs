@@ -4,6 +4,14 @@
 //! In CI (`CI=true`) a missing install is a failure; elsewhere these tests are
 //! skipped with a printed reason.
 
+// Test code: a failed expectation is meant to panic; skips are printed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

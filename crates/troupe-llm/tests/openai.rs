@@ -2,6 +2,14 @@
 //! set (`OPENAI_BASE_URL` and `OPENAI_MODEL` may point it elsewhere); otherwise
 //! it is skipped with a printed reason, in CI as well.
 
+// Test code: a failed expectation is meant to panic; skips are printed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
 use serde_json::{Value, json};
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmProvider, ResponseFormat};
 use troupe_llm::{OPENAI_BASE_URL, OpenAiClient, OpenAiConfig};
