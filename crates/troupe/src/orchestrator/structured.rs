@@ -22,6 +22,11 @@ use crate::{llm_call, prompts};
 /// The most characters of a rejected reply kept in the repair conversation.
 const MAX_ECHOED_REPLY: usize = 8_000;
 
+/// The reply limit for structured answers when `[llm] max_tokens` is not set:
+/// a plan of a dozen subtasks must not be cut off by a provider's short
+/// default (a cut-off JSON reply is a wasted call).
+const STRUCTURED_MAX_TOKENS: u32 = 2_048;
+
 /// An ask that ran out of attempts, or whose LLM calls failed.
 #[derive(Debug)]
 pub(crate) struct AskFailure {
@@ -73,7 +78,7 @@ pub(crate) async fn ask<T>(
             schema: schema.clone(),
         };
         request.temperature = config.llm.temperature;
-        request.max_tokens = config.llm.max_tokens;
+        request.max_tokens = Some(config.llm.max_tokens.unwrap_or(STRUCTURED_MAX_TOKENS));
         request.meta.task_id = Some(task_id);
         request.meta.revision = revision;
 
