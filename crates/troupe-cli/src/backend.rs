@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use troupe::TroupeConfig;
@@ -20,6 +21,11 @@ use troupe_llm::{
 use troupe_testkit::mock::MockLlm;
 
 use crate::settings::Settings;
+
+/// The call timeout for the local model, unless configured.
+const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// The subtask timeout for the local model, unless configured.
+const LOCAL_SUBTASK_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The model asked of OpenAI when `--model` is not given.
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
@@ -49,14 +55,25 @@ impl LlmBackend {
         }
     }
 
-    /// Fits the runtime's settings to the model: earlier results may fill at
+    /// Fits the runtime's settings to the model. Earlier results may fill at
     /// most half of a known context window, leaving room for the instructions
-    /// and the reply.
+    /// and the reply. A model on this machine's CPU is slow, slower still when
+    /// the machine is busy: timeouts left at their defaults (made for hosted
+    /// APIs) are raised for it, to 10 minutes per call and 30 per subtask.
     pub(crate) fn fit(&self, config: &mut TroupeConfig) {
         if let Some(context) = self.context_tokens {
             let half = usize::try_from(context / 2).unwrap_or(usize::MAX);
             let budget = &mut config.orchestrator.prompt_budget_tokens;
             *budget = (*budget).min(half);
+        }
+        if self.server.is_some() {
+            let defaults = TroupeConfig::default();
+            if config.llm.timeout == defaults.llm.timeout {
+                config.llm.timeout = LOCAL_CALL_TIMEOUT;
+            }
+            if config.orchestrator.subtask_timeout == defaults.orchestrator.subtask_timeout {
+                config.orchestrator.subtask_timeout = LOCAL_SUBTASK_TIMEOUT;
+            }
         }
     }
 }
@@ -132,7 +149,8 @@ async fn local(settings: &Settings) -> anyhow::Result<LlmBackend> {
     settings.local.apply(&mut config);
     let server = LocalServer::start(&config).await?;
     let mut client_config = server.client_config();
-    client_config.timeout = settings.runtime.llm.timeout;
+    // The runtime cuts calls at its own timeout (see `fit`); the client's is a backstop.
+    client_config.timeout = settings.runtime.llm.timeout.max(LOCAL_CALL_TIMEOUT);
     client_config.structured_output = structured_output(settings, StructuredOutput::JsonSchema)?;
     let client = OpenAiClient::new(client_config)?;
     Ok(LlmBackend {
