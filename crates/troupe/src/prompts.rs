@@ -233,21 +233,16 @@ pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
     text
 }
 
-/// Appends results as sections, each clipped to an equal share of `budget`
-/// (a share unused by a short result goes to the longer ones).
+/// Appends results as sections, fitted into `budget` characters. `results`
+/// come in plan order, oldest first; when they do not all fit, the oldest are
+/// cut first: the newest keep as much as the budget allows, older ones are
+/// truncated, and those left without room are named but omitted.
 fn append_results(text: &mut String, results: &[DependencyResult], budget: usize) {
-    let mut lengths: Vec<(usize, usize)> = results
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.result.chars().count(), i))
-        .collect();
-    lengths.sort_unstable();
     let mut limits = vec![0; results.len()];
     let mut left = budget;
-    for (k, (len, i)) in lengths.iter().enumerate() {
-        let share = left / (results.len() - k);
-        let take = (*len).min(share);
-        limits[*i] = take;
+    for (i, r) in results.iter().enumerate().rev() {
+        let take = r.result.chars().count().min(left);
+        limits[i] = take;
         left -= take;
     }
     for (r, limit) in results.iter().zip(limits) {
@@ -256,13 +251,12 @@ fn append_results(text: &mut String, results: &[DependencyResult], budget: usize
         } else {
             format!(" {}", r.title)
         };
-        let _ = write!(
-            text,
-            "\n### {} ({}){title}\n{}\n",
-            r.id,
-            r.role,
+        let body = if limit == 0 && !r.result.is_empty() {
+            "[omitted: no room left in the model's context]".to_owned()
+        } else {
             clip(&r.result, limit)
-        );
+        };
+        let _ = write!(text, "\n### {} ({}){title}\n{body}\n", r.id, r.role);
     }
 }
 
@@ -292,19 +286,30 @@ mod tests {
     }
 
     #[test]
-    fn results_share_the_budget_and_short_ones_are_whole() {
+    fn the_oldest_results_are_cut_first() {
+        let sections = |budget| {
+            let mut text = String::new();
+            append_results(
+                &mut text,
+                &[dep("a", 2_000), dep("b", 2_000), dep("c", 100)],
+                budget,
+            );
+            text.split("### ")
+                .skip(1)
+                .map(|s| s.chars().filter(|c| *c == 'x').count())
+                .collect::<Vec<_>>()
+        };
+        // Everything fits.
+        assert_eq!(sections(10_000), [2_000, 2_000, 100]);
+        // The newest (c, then b) stay whole; the oldest (a) is truncated.
+        let cut = sections(3_000);
+        assert_eq!(cut[1..], [2_000, 100]);
+        assert!(cut[0] > 800 && cut[0] < 900, "{cut:?}");
+        // No room left for the oldest: it is named, its text omitted.
         let mut text = String::new();
-        append_results(
-            &mut text,
-            &[dep("a", 100), dep("b", 10_000), dep("c", 10_000)],
-            3_000,
-        );
-        let sections: Vec<&str> = text.split("### ").skip(1).collect();
-        assert!(sections[0].contains(&"x".repeat(100)));
-        assert!(!sections[0].contains("truncated"));
-        assert!(sections[1].contains("truncated") && sections[2].contains("truncated"));
-        let xs = text.chars().filter(|c| *c == 'x').count();
-        assert!(xs <= 3_000 && xs > 2_900, "{xs}");
+        append_results(&mut text, &[dep("a", 2_000), dep("b", 2_000)], 1_500);
+        assert!(text.contains("### a (researcher)\n[omitted"), "{text}");
+        assert!(text.contains("### b (researcher)\nxxx"), "{text}");
     }
 
     #[test]
