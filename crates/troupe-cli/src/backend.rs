@@ -27,6 +27,9 @@ const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 /// The subtask timeout for the local model, unless configured.
 const LOCAL_SUBTASK_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Replies asked for one plan from the local model, unless configured.
+const LOCAL_PLAN_ATTEMPTS: u32 = 5;
+
 /// The model asked of OpenAI when `--model` is not given.
 const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
 
@@ -59,7 +62,8 @@ impl LlmBackend {
     /// most half of a known context window, leaving room for the instructions
     /// and the reply. A model on this machine's CPU is slow, slower still when
     /// the machine is busy: timeouts left at their defaults (made for hosted
-    /// APIs) are raised for it, to 10 minutes per call and 30 per subtask.
+    /// APIs) are raised for it, to 10 minutes per call and 30 per subtask, and
+    /// a small model gets 5 replies for a valid plan instead of 3.
     pub(crate) fn fit(&self, config: &mut TroupeConfig) {
         if let Some(context) = self.context_tokens {
             let half = usize::try_from(context / 2).unwrap_or(usize::MAX);
@@ -73,6 +77,9 @@ impl LlmBackend {
             }
             if config.orchestrator.subtask_timeout == defaults.orchestrator.subtask_timeout {
                 config.orchestrator.subtask_timeout = LOCAL_SUBTASK_TIMEOUT;
+            }
+            if config.orchestrator.max_plan_attempts == defaults.orchestrator.max_plan_attempts {
+                config.orchestrator.max_plan_attempts = LOCAL_PLAN_ATTEMPTS;
             }
         }
     }
