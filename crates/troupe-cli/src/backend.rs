@@ -39,6 +39,8 @@ pub(crate) struct LlmBackend {
     server: Option<LocalServer>,
     /// The model's context per request, in tokens, when Troupe knows it.
     context_tokens: Option<u32>,
+    /// Whether the model runs on this machine's CPU.
+    local: bool,
 }
 
 impl LlmBackend {
@@ -55,6 +57,7 @@ impl LlmBackend {
             provider,
             server: None,
             context_tokens: None,
+            local: false,
         }
     }
 
@@ -70,7 +73,7 @@ impl LlmBackend {
             let budget = &mut config.orchestrator.prompt_budget_tokens;
             *budget = (*budget).min(half);
         }
-        if self.server.is_some() {
+        if self.local {
             let defaults = TroupeConfig::default();
             if config.llm.timeout == defaults.llm.timeout {
                 config.llm.timeout = LOCAL_CALL_TIMEOUT;
@@ -164,6 +167,7 @@ async fn local(settings: &Settings) -> anyhow::Result<LlmBackend> {
         provider: Arc::new(client),
         server: Some(server),
         context_tokens: Some(config.ctx_size),
+        local: true,
     })
 }
 
@@ -225,4 +229,40 @@ pub(crate) async fn existing_stores(url: &str) -> anyhow::Result<Stores> {
         );
     }
     stores(url).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_model_gets_room_time_and_repairs_unless_configured() {
+        let local = LlmBackend {
+            provider: Arc::new(MockLlm::builtin()),
+            server: None,
+            context_tokens: Some(8_192),
+            local: true,
+        };
+        let mut config = TroupeConfig::default();
+        local.fit(&mut config);
+        assert_eq!(config.orchestrator.prompt_budget_tokens, 4_096);
+        assert_eq!(config.llm.timeout, LOCAL_CALL_TIMEOUT);
+        assert_eq!(config.orchestrator.subtask_timeout, LOCAL_SUBTASK_TIMEOUT);
+        assert_eq!(config.orchestrator.max_plan_attempts, LOCAL_PLAN_ATTEMPTS);
+
+        // What the user set is kept (the budget only ever shrinks to fit).
+        let mut config = TroupeConfig::default();
+        config.llm.timeout = Duration::from_secs(30);
+        config.orchestrator.max_plan_attempts = 2;
+        config.orchestrator.prompt_budget_tokens = 1_000;
+        local.fit(&mut config);
+        assert_eq!(config.llm.timeout, Duration::from_secs(30));
+        assert_eq!(config.orchestrator.max_plan_attempts, 2);
+        assert_eq!(config.orchestrator.prompt_budget_tokens, 1_000);
+
+        // A hosted model is left alone.
+        let mut config = TroupeConfig::default();
+        LlmBackend::plain(Arc::new(MockLlm::builtin())).fit(&mut config);
+        assert_eq!(config, TroupeConfig::default());
+    }
 }
