@@ -70,6 +70,7 @@ pub(crate) async fn ask<T>(
         mut messages,
     } = ask;
     let attempts = config.orchestrator.max_plan_attempts;
+    let first_turn = messages.len();
     let mut last_problem = String::new();
     for attempt in 1..=attempts {
         let mut request = ChatRequest::new(kind, messages.clone());
@@ -120,6 +121,10 @@ pub(crate) async fn ask<T>(
                 );
                 let detail = format!("reply {attempt} of {attempts} rejected: {rejection}");
                 recorder.note(task_id, rejected, detail).await;
+                // Only the latest rejected reply and its problems follow the
+                // question: the conversation stays bounded however many
+                // repairs are allowed, and fits a small model's context.
+                messages.truncate(first_turn);
                 messages.push(ChatMessage::assistant(prompts::clip(
                     &reply.content,
                     MAX_ECHOED_REPLY,

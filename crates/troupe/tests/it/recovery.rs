@@ -138,6 +138,16 @@ async fn a_plan_malformed_twice_then_valid_succeeds() {
         last.contains("/subtasks/0/role") && last.contains("corrected JSON"),
         "{last}"
     );
+    // Only the latest rejected reply follows the question: the conversation
+    // stays bounded (system, goal, last reply, its problems).
+    let messages = &third.request.messages;
+    assert_eq!(messages.len(), 4, "{messages:#?}");
+    assert!(messages[2].content.contains("chef"), "{:?}", messages[2]);
+    assert!(
+        !messages
+            .iter()
+            .any(|m| m.content.contains("Sure! I will research"))
+    );
     troupe.shutdown().await;
 }
 
