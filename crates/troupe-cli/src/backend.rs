@@ -2,10 +2,10 @@
 //!
 //! This is the one place of the command that reads the environment for
 //! credentials and install locations: `OPENAI_API_KEY`, `OPENAI_BASE_URL`,
-//! `TROUPE_LLM_API_KEY` (for a URL endpoint), `TROUPE_HOME`,
-//! `TROUPE_LLAMA_SERVER`, `TROUPE_LOCAL_MODEL`.
+//! `TROUPE_LLM_API_KEY` (for a URL endpoint), and where the offline model is
+//! ([`LocalPaths::resolve`]: `TROUPE_HOME`, `TROUPE_LLAMA_SERVER`, `TROUPE_LOCAL_MODEL`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,16 +145,7 @@ fn remote(mut config: OpenAiConfig, settings: &Settings) -> anyhow::Result<LlmBa
 }
 
 async fn local(settings: &Settings) -> anyhow::Result<LlmBackend> {
-    let home = troupe_home();
-    let defaults = LocalPaths::under(&home);
-    let paths = LocalPaths {
-        server: env("TROUPE_LLAMA_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or(defaults.server),
-        model: env("TROUPE_LOCAL_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or(defaults.model),
-    };
+    let paths = LocalPaths::resolve(env);
     let mut config = LocalModelConfig::new(paths);
     settings.local.apply(&mut config);
     let server = LocalServer::start(&config).await?;
@@ -179,19 +170,6 @@ fn structured_output(
         Some(mode) => mode.parse().map_err(anyhow::Error::msg),
         None => Ok(default),
     }
-}
-
-/// Where `scripts/local-model.sh` installs: `$TROUPE_HOME`, else
-/// `$XDG_CACHE_HOME/troupe`, else `$HOME/.cache/troupe`.
-fn troupe_home() -> PathBuf {
-    if let Some(home) = env("TROUPE_HOME") {
-        return PathBuf::from(home);
-    }
-    if let Some(cache) = env("XDG_CACHE_HOME") {
-        return Path::new(&cache).join("troupe");
-    }
-    let home = env("HOME").unwrap_or_else(|| ".".to_owned());
-    Path::new(&home).join(".cache").join("troupe")
 }
 
 /// A non-empty environment variable.

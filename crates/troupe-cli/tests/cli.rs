@@ -294,16 +294,8 @@ fn bench_prints_its_figures_as_json() {
 
 /// Whether the offline model is installed; outside CI its absence skips the test.
 fn local_model_installed() -> bool {
-    let home = std::env::var("TROUPE_HOME").unwrap_or_else(|_| {
-        let cache = std::env::var("XDG_CACHE_HOME")
-            .unwrap_or_else(|_| format!("{}/.cache", std::env::var("HOME").unwrap_or_default()));
-        format!("{cache}/troupe")
-    });
-    let server =
-        std::env::var("TROUPE_LLAMA_SERVER").unwrap_or_else(|_| format!("{home}/bin/llama-server"));
-    let model = std::env::var("TROUPE_LOCAL_MODEL")
-        .unwrap_or_else(|_| format!("{home}/models/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    let installed = Path::new(&server).is_file() && Path::new(&model).is_file();
+    let paths = troupe_llm::LocalPaths::resolve(|name| std::env::var(name).ok());
+    let installed = paths.check().is_ok();
     if !installed {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),

@@ -68,6 +68,27 @@ impl LocalPaths {
         }
     }
 
+    /// The paths in force, given a way to read settings by name (the
+    /// environment, in the `troupe` command): `TROUPE_LLAMA_SERVER` and
+    /// `TROUPE_LOCAL_MODEL` name the files; otherwise they are where
+    /// `scripts/local-model.sh` installs them, under `TROUPE_HOME`, else
+    /// `$XDG_CACHE_HOME/troupe`, else `$HOME/.cache/troupe`. Empty values count as unset.
+    pub fn resolve(var: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let home = match (var("TROUPE_HOME"), var("XDG_CACHE_HOME")) {
+            (Some(home), _) => PathBuf::from(home),
+            (None, Some(cache)) => Path::new(&cache).join("troupe"),
+            (None, None) => Path::new(&var("HOME").unwrap_or_else(|| ".".to_owned()))
+                .join(".cache")
+                .join("troupe"),
+        };
+        let defaults = Self::under(&home);
+        Self {
+            server: var("TROUPE_LLAMA_SERVER").map_or(defaults.server, PathBuf::from),
+            model: var("TROUPE_LOCAL_MODEL").map_or(defaults.model, PathBuf::from),
+        }
+    }
+
     /// Checks that both files exist, with an error that says how to install them.
     pub fn check(&self) -> Result<(), LocalError> {
         for (what, path) in [("llama-server", &self.server), ("the model", &self.model)] {
@@ -349,6 +370,30 @@ async fn keep_tail(stream: impl AsyncRead + Unpin, log: Arc<Mutex<VecDeque<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_resolve_from_settings_then_the_install_layout() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let p = LocalPaths::resolve(vars(&[("HOME", "/home/u")]));
+        assert_eq!(p, LocalPaths::under(Path::new("/home/u/.cache/troupe")));
+        let p = LocalPaths::resolve(vars(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]));
+        assert_eq!(p, LocalPaths::under(Path::new("/c/troupe")));
+        let p = LocalPaths::resolve(vars(&[
+            ("TROUPE_HOME", "/t"),
+            ("XDG_CACHE_HOME", "/c"),
+            ("TROUPE_LOCAL_MODEL", "/m.gguf"),
+            ("TROUPE_LLAMA_SERVER", ""),
+        ]));
+        assert_eq!(p.server, Path::new("/t/bin/llama-server"));
+        assert_eq!(p.model, Path::new("/m.gguf"));
+    }
 
     #[test]
     fn missing_files_say_how_to_install() {

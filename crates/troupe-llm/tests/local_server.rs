@@ -12,7 +12,6 @@
     clippy::print_stderr
 )]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -21,21 +20,7 @@ use troupe_llm::{LocalModelConfig, LocalPaths, LocalServer, OpenAiClient};
 
 /// The installed paths, or `None` (after saying why) when they are missing outside CI.
 fn installed() -> Option<LocalPaths> {
-    let home = std::env::var_os("TROUPE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            cache.join("troupe")
-        });
-    let defaults = LocalPaths::under(&home);
-    let paths = LocalPaths {
-        server: std::env::var_os("TROUPE_LLAMA_SERVER").map_or(defaults.server, PathBuf::from),
-        model: std::env::var_os("TROUPE_LOCAL_MODEL").map_or(defaults.model, PathBuf::from),
-    };
+    let paths = LocalPaths::resolve(|name| std::env::var(name).ok());
     match paths.check() {
         Ok(()) => Some(paths),
         Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
