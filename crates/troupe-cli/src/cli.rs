@@ -25,6 +25,23 @@ pub(crate) enum Command {
     Tasks(TasksCommand),
     /// Measure throughput and latency of whole tasks (prints JSON).
     Bench(BenchArgs),
+    /// Serve the HTTP API (tasks, /healthz, /metrics) with an orchestrator and workers.
+    Serve(ServeArgs),
+}
+
+/// `troupe serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    /// Where to listen (port 0: any free port, printed at start).
+    #[arg(
+        long,
+        env = "TROUPE_ADDR",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub(crate) addr: String,
 }
 
 /// Where the LLM, the ledgers and the messages live.
@@ -55,6 +72,9 @@ pub(crate) struct RunArgs {
     /// Print one JSON document instead of the answer.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the task runs.
+    #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
     /// The goal.
     #[arg(value_name = "GOAL")]
     pub(crate) goal: String,

@@ -6,10 +6,10 @@ use tokio::sync::broadcast::error::RecvError;
 use troupe::Troupe;
 use troupe::core::task::TaskStatus;
 
-use crate::backend;
 use crate::cli::RunArgs;
 use crate::live::Live;
 use crate::settings::Settings;
+use crate::{backend, cmd_serve};
 
 /// Exit code when the task did not complete.
 pub(crate) const EXIT_NOT_COMPLETED: i32 = 1;
@@ -23,6 +23,10 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
+    let metrics = match &args.metrics_addr {
+        Some(addr) => Some(cmd_serve::expose_metrics(addr).await?),
+        None => None,
+    };
     let troupe = Troupe::builder()
         .llm(llm.provider.clone())
         .bus(bus)
@@ -58,6 +62,9 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     // The task has ended: whatever its workers still hold is of no use.
     troupe.shutdown_now().await;
     llm.stop().await;
+    if let Some(server) = metrics {
+        server.stop().await;
+    }
 
     if args.json {
         print_json(&record.document(elapsed_ms))?;
@@ -88,7 +95,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
 }
 
 /// Ctrl-C, or SIGTERM (what service managers and `kill` send).
-async fn stop_requested() {
+pub(crate) async fn stop_requested() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

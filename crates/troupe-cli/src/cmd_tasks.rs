@@ -1,14 +1,12 @@
 //! `troupe tasks list` and `troupe tasks show`.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
-use serde::Serialize;
-use troupe::core::ledger::{ProgressEntry, usage_by_agent};
+use troupe::core::TaskId;
+use troupe::core::ledger::{Ledgers, ProgressEntry, usage_by_agent};
 use troupe::core::store::TaskQuery;
-use troupe::core::task::{TaskRecord, TaskStatus, Usage};
-use troupe::core::{AgentId, TaskId};
+use troupe::core::task::{TaskRecord, TaskStatus};
 
 use crate::backend;
 use crate::cli::{ListArgs, ShowArgs};
@@ -65,15 +63,6 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
     Ok(0)
 }
 
-/// The document `tasks show --json` prints.
-#[derive(Serialize)]
-struct Ledgers {
-    task_ledger: TaskRecord,
-    progress_ledger: Vec<ProgressEntry>,
-    /// Tokens per agent, summed from the progress ledger.
-    usage_by_agent: BTreeMap<AgentId, Usage>,
-}
-
 pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Result<i32> {
     let url = store.as_deref().unwrap_or(DEFAULT_STORE);
     let id: TaskId = args.id.parse()?;
@@ -96,11 +85,7 @@ pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Resul
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&Ledgers {
-                usage_by_agent: usage_by_agent(&progress),
-                task_ledger: task,
-                progress_ledger: progress,
-            })?
+            serde_json::to_string_pretty(&Ledgers::new(task, progress))?
         );
     } else {
         print!("{}", render(&task, &progress));

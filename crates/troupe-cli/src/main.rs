@@ -8,12 +8,13 @@ mod backend;
 mod cli;
 mod cmd_bench;
 mod cmd_run;
+mod cmd_serve;
 mod cmd_tasks;
 mod live;
 mod settings;
+mod telemetry;
 
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, TasksCommand};
 use crate::settings::Settings;
@@ -23,12 +24,17 @@ const EXIT_USAGE: i32 = 2;
 
 fn main() {
     let cli = Cli::parse();
-    // Logs go to stderr; RUST_LOG overrides the quiet default.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // Logs go to stderr; traces to an OTLP endpoint when one is configured.
+    let telemetry =
+        match telemetry::TelemetryConfig::load(cli.config.as_deref(), |k| std::env::var(k).ok())
+            .and_then(|config| telemetry::init(&config))
+        {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("troupe: {e:#}");
+                std::process::exit(EXIT_USAGE);
+            }
+        };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -49,6 +55,9 @@ fn main() {
             }
         }
     });
+    // Outside the runtime: the trace exporter flushes on its own thread.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    telemetry.shutdown();
     std::process::exit(code);
 }
 
@@ -57,6 +66,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => {
             let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
             cmd_run::run(args, settings).await
+        }
+        Command::Serve(args) => {
+            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
+            cmd_serve::serve(args, settings).await
         }
         Command::Bench(args) => {
             let settings = Settings::load(cli.config.as_deref(), &args.backend)?;

@@ -1,9 +1,10 @@
 //! The configuration of one command: file < environment < flags.
 //!
 //! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`,
-//! `structured_output`), a `[local]` table for the offline model's server, and
-//! the runtime's tables (`[orchestrator]`, `[workers]`, `[llm]`), unknown keys
-//! rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
+//! `structured_output`), a `[local]` table for the offline model's server,
+//! the runtime's tables (`[orchestrator]`, `[workers]`, `[llm]`), and the
+//! telemetry tables (`[log]`, `[traces]`, read by [`crate::telemetry`]);
+//! unknown keys rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
 //! flags come in through clap and override the file.
 
 use std::path::Path;
@@ -28,6 +29,10 @@ struct FileConfig {
     orchestrator: OrchestratorConfig,
     workers: WorkersConfig,
     llm: LlmCallConfig,
+    /// Read and checked by [`crate::telemetry`].
+    log: serde::de::IgnoredAny,
+    /// Read and checked by [`crate::telemetry`].
+    traces: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -80,6 +80,9 @@ pub struct Envelope {
     /// W3C trace context (`traceparent`, `tracestate`) of the sender's span.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub trace_context: BTreeMap<String, String>,
+    /// The request that started the task (for logs), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A payload that does not fit its envelope.
@@ -119,7 +122,14 @@ impl Envelope {
             payload,
             created_at: Utc::now(),
             trace_context: BTreeMap::new(),
+            request_id: None,
         })
+    }
+
+    /// Sets the request the message's task came from.
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 
     /// Sets the task, subtask and attempt the message concerns.

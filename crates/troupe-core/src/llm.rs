@@ -324,6 +324,11 @@ pub trait LlmProvider: Send + Sync {
     /// A short name for logs (`openai`, `mock`).
     fn name(&self) -> &str;
 
+    /// The model requests go to, if the provider has one (for traces and metrics).
+    fn model(&self) -> Option<&str> {
+        None
+    }
+
     /// Sends one chat-completion request.
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError>;
 }
@@ -332,6 +337,10 @@ pub trait LlmProvider: Send + Sync {
 impl<T: LlmProvider + ?Sized> LlmProvider for Arc<T> {
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn model(&self) -> Option<&str> {
+        (**self).model()
     }
 
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {

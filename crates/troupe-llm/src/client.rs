@@ -13,6 +13,10 @@ use crate::classify;
 use crate::config::OpenAiConfig;
 use crate::wire::{self, ChatCompletionRequest};
 
+/// Keys shorter than this are not searched for in bodies (too likely to
+/// match ordinary text); real keys are far longer.
+const MIN_REDACTED_KEY: usize = 8;
+
 /// A client for one model behind an OpenAI-compatible endpoint.
 ///
 /// Cheap to share: hold it in an `Arc<dyn LlmProvider>`; connections are pooled.
@@ -98,6 +102,30 @@ impl OpenAiClient {
         })
     }
 
+    /// The response body with the API key blanked out: some servers echo a
+    /// refused key in their error, and errors keep the body.
+    fn redact(&self, body: &[u8]) -> Vec<u8> {
+        let Some(key) = &self.config.api_key else {
+            return body.to_vec();
+        };
+        let key = key.expose_secret().trim().as_bytes();
+        if key.len() < MIN_REDACTED_KEY || body.len() < key.len() {
+            return body.to_vec();
+        }
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = body;
+        while !rest.is_empty() {
+            if rest.starts_with(key) {
+                out.extend_from_slice(b"[REDACTED]");
+                rest = &rest[key.len()..];
+            } else {
+                out.push(rest[0]);
+                rest = &rest[1..];
+            }
+        }
+        out
+    }
+
     fn transport_error(&self, e: &reqwest::Error) -> LlmError {
         if e.is_timeout() {
             LlmError::Timeout(self.config.timeout)
@@ -121,6 +149,10 @@ impl LlmProvider for OpenAiClient {
         &self.config.name
     }
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.config.model)
+    }
+
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let body = self.body(&request)?;
         let started = Instant::now();
@@ -139,6 +171,7 @@ impl LlmProvider for OpenAiClient {
             .bytes()
             .await
             .map_err(|e| self.transport_error(&e))?;
+        let bytes = self.redact(&bytes);
         let result = if status.is_success() {
             classify::read_success(status, &bytes)
         } else {

@@ -39,6 +39,7 @@ mod llm_call;
 mod orchestrator;
 mod prompts;
 pub mod runtime;
+pub mod telemetry;
 pub mod worker;
 
 pub use troupe_core as core;

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
 use troupe_core::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider};
 
 use crate::backoff;
 use crate::config::LlmCallConfig;
+use crate::telemetry::metrics::{LLM_CALL_DURATION_SECONDS, LLM_ERRORS_TOTAL, LLM_TOKENS_TOTAL};
 
 /// The outcome of a request, with the errors met on the way to it.
 #[derive(Debug)]
@@ -28,11 +30,7 @@ pub(crate) async fn call(
     let mut retried = Vec::new();
     let mut attempt = 1;
     loop {
-        let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone())).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(LlmError::Timeout(config.timeout)),
-        };
+        let result = request_once(llm, config, &request, attempt).await;
         match result {
             Err(e) if e.is_retryable() && attempt < config.max_attempts => {
                 let wait = backoff::delay(&config.retry, attempt, e.retry_after());
@@ -51,6 +49,69 @@ pub(crate) async fn call(
             result => return CallOutcome { result, retried },
         }
     }
+}
+
+/// One request under the call timeout, in its `gen_ai.chat` span, counted in the metrics.
+async fn request_once(
+    llm: &dyn LlmProvider,
+    config: &LlmCallConfig,
+    request: &ChatRequest,
+    attempt: u32,
+) -> Result<ChatResponse, LlmError> {
+    let kind = request.meta.kind.as_str();
+    let model = llm.model().unwrap_or("unknown");
+    let span = tracing::info_span!(
+        "gen_ai.chat",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.system = llm.name(),
+        gen_ai.provider.name = llm.name(),
+        gen_ai.request.model = model,
+        gen_ai.request.max_tokens = request.max_tokens,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        call_kind = kind,
+        attempt,
+    );
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone()))
+        .instrument(span.clone())
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(LlmError::Timeout(config.timeout)),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(reply) => {
+            span.record("gen_ai.response.model", reply.model.as_str());
+            if let Some(reason) = &reply.finish_reason {
+                span.record("gen_ai.response.finish_reasons", reason.as_str());
+            }
+            span.record("gen_ai.usage.input_tokens", reply.usage.prompt_tokens);
+            span.record("gen_ai.usage.output_tokens", reply.usage.completion_tokens);
+            ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => "ok")
+                .record(seconds);
+            ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "input")
+                .increment(reply.usage.prompt_tokens);
+            ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "output")
+                .increment(reply.usage.completion_tokens);
+        }
+        Err(e) => {
+            let class = e.class();
+            span.record("error.type", class);
+            span.record("otel.status_code", "ERROR");
+            ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => class)
+                .record(seconds);
+            ::metrics::counter!(LLM_ERRORS_TOTAL, "class" => class).increment(1);
+        }
+    }
+    result
 }
 
 /// Times the prompt budget is halved after a context-length error.

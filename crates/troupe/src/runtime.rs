@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use troupe_core::bus::{Bus, MemoryBus};
+use troupe_core::bus::{Bus, MemoryBus, topics};
 use troupe_core::ledger::ProgressEntry;
 use troupe_core::llm::LlmProvider;
 use troupe_core::role::{BuiltinRole, RoleInfo};
@@ -18,11 +18,40 @@ use crate::error::TroupeError;
 use crate::orchestrator::planner::Planner;
 use crate::orchestrator::recorder::Recorder;
 use crate::orchestrator::{Orchestrator, OrchestratorParts, TaskHandle};
+use crate::telemetry::ObservedBus;
+use crate::telemetry::metrics::{QUEUE_DEPTH, topic_label};
 use crate::worker::runner::Runner;
 use crate::worker::{LlmWorker, Worker};
 
 /// How many progress entries an observer may fall behind before it misses some.
 const EVENT_BUFFER: usize = 4_096;
+
+/// How often the depth of this process's topics is read into the metrics.
+const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the queue-depth gauge of `topics` current until `shutdown`.
+async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(QUEUE_SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for topic in &topics {
+            match bus.depth(topic).await {
+                Ok(Some(depth)) => {
+                    // Gauges are f64; a depth beyond 2^53 is not a concern.
+                    #[allow(clippy::cast_precision_loss)]
+                    let depth = depth as f64;
+                    ::metrics::gauge!(QUEUE_DEPTH, "topic" => topic_label(topic)).set(depth);
+                }
+                Ok(None) => return,
+                Err(e) => tracing::debug!(topic, error = %e, "could not read a queue's depth"),
+            }
+        }
+    }
+}
 
 /// The runtime of one process: an orchestrator and the workers it hosts.
 ///
@@ -69,7 +98,19 @@ impl Troupe {
 
     /// Stores a task for `goal` and starts it; returns at once.
     pub async fn submit(&self, goal: impl Into<String>) -> Result<TaskHandle, TroupeError> {
-        self.orchestrator.submit(goal.into()).await
+        self.orchestrator.submit(goal.into(), None).await
+    }
+
+    /// Like [`submit`](Self::submit), for a request with its own id (an HTTP
+    /// `X-Request-Id`, say): every log line and span of the task carries it.
+    pub async fn submit_for_request(
+        &self,
+        goal: impl Into<String>,
+        request_id: impl Into<String>,
+    ) -> Result<TaskHandle, TroupeError> {
+        self.orchestrator
+            .submit(goal.into(), Some(request_id.into()))
+            .await
     }
 
     /// Runs `goal` to its end and returns the task ledger.
@@ -253,6 +294,7 @@ impl TroupeBuilder {
             .llm
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
         let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
+        let bus: Arc<dyn Bus> = Arc::new(ObservedBus::new(bus));
         let stores = self.stores.unwrap_or_else(Stores::memory);
 
         let mut workers: Vec<(RoleInfo, Arc<dyn Worker>)> = Vec::new();
@@ -310,7 +352,14 @@ impl TroupeBuilder {
                 }
             }
         }
-        tracing::info!(agent_id = %agent, bus = bus.name(), roles = roles.len(), workers = handles.len(), "troupe started");
+        let mut topics: Vec<String> = roles.iter().map(|r| topics::role(&r.role)).collect();
+        topics.push(topics::inbox(&agent));
+        handles.push(tokio::spawn(sample_queues(
+            bus.clone(),
+            topics,
+            shutdown.clone(),
+        )));
+        tracing::info!(agent_id = %agent, bus = bus.name(), roles = roles.len(), workers = handles.len() - 1, "troupe started");
         Ok(Troupe {
             orchestrator,
             workers: handles,

@@ -168,6 +168,18 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
+        let topics = lock(&self.shared.topics);
+        let waiting = topics.get(topic).map_or(0, |t| {
+            t.backlog.len()
+                + t.groups
+                    .values()
+                    .map(|g| lock(&g.state).ready.len())
+                    .sum::<usize>()
+        });
+        Ok(Some(u64::try_from(waiting).unwrap_or(u64::MAX)))
+    }
+
     async fn subscribe(
         &self,
         topic: &str,

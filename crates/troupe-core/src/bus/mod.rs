@@ -216,6 +216,13 @@ pub trait Bus: Send + Sync {
 
     /// The dead letters of `topic`, oldest first.
     async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError>;
+
+    /// Messages of `topic` waiting to be delivered (summed over its consumer
+    /// groups), or `None` if this bus cannot tell. For metrics.
+    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
+        let _ = topic;
+        Ok(None)
+    }
 }
 
 impl fmt::Debug for dyn Bus {

@@ -9,10 +9,12 @@
 //!   step, which agent took it, for which subtask, what came of it.
 
 mod change;
+mod document;
 mod progress;
 mod state;
 
 pub use change::{Applied, SubtaskChange};
+pub use document::Ledgers;
 pub use progress::{
     EventKind, MAX_DETAIL_CHARS, NewProgressEntry, ProgressEntry, clip, usage_by_agent,
 };

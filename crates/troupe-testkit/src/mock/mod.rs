@@ -232,6 +232,10 @@ impl LlmProvider for MockLlm {
         "mock"
     }
 
+    fn model(&self) -> Option<&str> {
+        Some(&self.script.model)
+    }
+
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
         let step = self.choose(&request.meta);

@@ -24,7 +24,7 @@ use troupe_core::bus::{Bus, BusError, Delivery, topics};
 use troupe_core::ledger::{EventKind, NewProgressEntry};
 use troupe_core::llm::LlmProvider;
 use troupe_core::store::Stores;
-use troupe_core::task::TaskRecord;
+use troupe_core::task::{TaskRecord, TaskStatus};
 use troupe_core::{AgentId, TaskId};
 
 use self::driver::Driver;
@@ -32,6 +32,7 @@ use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
 use crate::error::TroupeError;
+use crate::telemetry::metrics::{PENDING_TASKS, TASKS_TOTAL};
 
 /// What every driver shares.
 pub(crate) struct Shared {
@@ -151,8 +152,13 @@ impl Orchestrator {
         Ok(Self { shared, router })
     }
 
-    /// Stores a new task and starts driving it.
-    pub(crate) async fn submit(&self, goal: String) -> Result<TaskHandle, TroupeError> {
+    /// Stores a new task and starts driving it; `request_id` names the request
+    /// that asked for it in every log line and span of the task (a new one if `None`).
+    pub(crate) async fn submit(
+        &self,
+        goal: String,
+        request_id: Option<String>,
+    ) -> Result<TaskHandle, TroupeError> {
         let max = self.shared.config.orchestrator.max_goal_chars;
         let goal = goal.trim().to_owned();
         if goal.is_empty() {
@@ -166,14 +172,35 @@ impl Orchestrator {
         }
         let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
         let id = record.id;
-        self.shared.stores.tasks.create_task(&record).await?;
+        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        // The root of the task's trace, whatever span the caller is in.
+        let span = tracing::info_span!(
+            parent: None,
+            "task",
+            otel.name = "task",
+            otel.status_code = tracing::field::Empty,
+            request_id = %request_id,
+            task_id = %id,
+        );
+        self.shared
+            .stores
+            .tasks
+            .create_task(&record)
+            .instrument(span.clone())
+            .await?;
         let entry = NewProgressEntry::task(
             id,
             &self.shared.agent,
             EventKind::TaskSubmitted,
             "goal accepted",
         );
-        self.shared.recorder.record(entry).await?;
+        self.shared
+            .recorder
+            .record(entry)
+            .instrument(span.clone())
+            .await?;
+        ::metrics::counter!(TASKS_TOTAL, "status" => TaskStatus::Pending.as_str()).increment(1);
+        ::metrics::gauge!(PENDING_TASKS).increment(1.0);
 
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
@@ -185,13 +212,20 @@ impl Orchestrator {
             },
         );
         let shutdown = self.shared.shutdown.clone();
-        let driver = Driver::new(self.shared.clone(), record, rx, cancel.clone(), shutdown);
+        let driver = Driver::new(
+            self.shared.clone(),
+            record,
+            request_id,
+            rx,
+            cancel.clone(),
+            shutdown,
+        );
         let shared = self.shared.clone();
-        let span = tracing::info_span!("task", task_id = %id);
         let join = tokio::spawn(
             async move {
                 let record = driver.run().await;
                 shared.drivers().remove(&id);
+                ::metrics::gauge!(PENDING_TASKS).decrement(1.0);
                 record
             }
             .instrument(span),

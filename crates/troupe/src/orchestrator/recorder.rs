@@ -42,8 +42,7 @@ impl Recorder {
         entry: NewProgressEntry,
     ) -> Result<ProgressEntry, StoreError> {
         let stored = self.progress.append(entry).await?;
-        tracing::debug!(step = stored.step, event = %stored.event, subtask_id = ?stored.subtask_id,
-            agent_id = %stored.agent, detail = %stored.detail, "progress");
+        log_step(&stored);
         // Nobody listening is fine; a lagging listener misses entries, the store has them all.
         let _ = self.events.send(stored.clone());
         Ok(stored)
@@ -61,5 +60,21 @@ impl Recorder {
     /// A new receiver of stored entries.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<ProgressEntry> {
         self.events.subscribe()
+    }
+}
+
+/// One lifecycle event per stored step: failures at `warn`, the rest at
+/// `info`. The task and the subtask's attempt come from the enclosing spans;
+/// the agent differs from step to step, so it is a field.
+fn log_step(e: &ProgressEntry) {
+    let event = e.event.as_str();
+    let tokens = e.usage.map_or(0, |u| u.total());
+    match e.event {
+        EventKind::TaskFailed | EventKind::SubtaskFailed | EventKind::Stalled => tracing::warn!(
+            step = e.step, event, agent_id = %e.agent, detail = %e.detail, "{event}"
+        ),
+        _ => tracing::info!(
+            step = e.step, event, agent_id = %e.agent, detail = %e.detail, tokens, "{event}"
+        ),
     }
 }

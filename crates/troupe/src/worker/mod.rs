@@ -118,6 +118,7 @@ pub struct WorkerContext {
     task_id: TaskId,
     subtask_id: SubtaskId,
     attempt: u32,
+    request_id: Option<String>,
 }
 
 impl std::fmt::Debug for WorkerContext {
@@ -160,7 +161,8 @@ impl WorkerContext {
             payload,
         )
         .map_err(|e| e.to_string())?
-        .about(self.task_id, &self.subtask_id, self.attempt);
+        .about(self.task_id, &self.subtask_id, self.attempt)
+        .with_request_id(self.request_id.clone());
         self.bus
             .publish(&self.reply_to, envelope)
             .await

@@ -17,6 +17,8 @@ use troupe_core::{AgentId, Role};
 
 use super::{Job, WorkError, Worker, WorkerContext};
 use crate::config::WorkersConfig;
+use crate::telemetry::metrics::{ACTIVE_WORKERS, WORKERS_TOTAL};
+use crate::telemetry::propagation;
 
 /// The longest deadline a worker accepts from an assignment.
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -44,8 +46,12 @@ impl Runner {
             .subscribe(&topic, &topics::workers_group(&self.role), &self.agent)
             .await?;
         let span = tracing::info_span!("worker", agent_id = %self.agent, role = %self.role);
+        let role_label = self.role.to_string();
         let this = Arc::new(self);
         let task = async move {
+            ::metrics::counter!(WORKERS_TOTAL, "status" => "started").increment(1);
+            ::metrics::gauge!(ACTIVE_WORKERS, "role" => role_label.clone()).increment(1.0);
+            tracing::debug!("worker started");
             let slots = Arc::new(Semaphore::new(this.config.concurrency));
             let hand_back = CancellationToken::new();
             let mut running = JoinSet::new();
@@ -84,6 +90,8 @@ impl Runner {
                 hand_back.cancel();
                 while running.join_next().await.is_some() {}
             }
+            ::metrics::counter!(WORKERS_TOTAL, "status" => "stopped").increment(1);
+            ::metrics::gauge!(ACTIVE_WORKERS, "role" => role_label).decrement(1.0);
             tracing::debug!("worker stopped");
         };
         Ok(tokio::spawn(task.instrument(span)))
@@ -116,7 +124,21 @@ impl Runner {
         let Ok((task_id, subtask_id, attempt)) = envelope.subtask_ref() else {
             return;
         };
-        let span = tracing::info_span!("subtask", %task_id, %subtask_id, attempt);
+        // A child of the orchestrator's dispatch span, in whatever process it runs.
+        let span = tracing::info_span!(
+            "subtask.run",
+            otel.name = %format_args!("run {subtask_id}"),
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            request_id = envelope.request_id.as_deref(),
+            %task_id,
+            %subtask_id,
+            attempt,
+            agent_id = %self.agent,
+            role = %self.role,
+            outcome = tracing::field::Empty,
+        );
+        propagation::set_parent(&span, &envelope.trace_context);
         let ctx = WorkerContext {
             agent: self.agent.clone(),
             bus: self.bus.clone(),
@@ -125,6 +147,7 @@ impl Runner {
             task_id,
             subtask_id: subtask_id.clone(),
             attempt,
+            request_id: envelope.request_id.clone(),
         };
         let timeout = Duration::from_millis(assignment.timeout_ms).min(MAX_TIMEOUT);
         let job = Job {
@@ -139,7 +162,9 @@ impl Runner {
             dependencies: assignment.dependencies,
             timeout,
         };
+        let outcome_span = span.clone();
         async {
+            tracing::info!(delivery_count = delivery.delivery_count, "subtask started");
             if let Err(e) = ctx.send(MessageKind::Progress, &Progress::Started).await {
                 tracing::warn!(error = %e, "could not report the start");
             }
@@ -166,11 +191,21 @@ impl Runner {
             };
             let sent = match outcome {
                 Ok(Ok(output)) => {
+                    outcome_span.record("outcome", "completed");
+                    tracing::info!(output_chars = output.text.chars().count(), "subtask completed");
                     let result = TaskResult { output: clean(output.text), usage: output.usage };
                     ctx.send(MessageKind::TaskResult, &result).await
                 }
-                Ok(Err(e)) => send_error(&ctx, e).await,
-                Err(_) => send_error(&ctx, WorkError::retryable(format!("the worker took longer than {timeout:?}"))).await,
+                Ok(Err(e)) => {
+                    outcome_span.record("outcome", "failed");
+                    outcome_span.record("otel.status_code", "ERROR");
+                    send_error(&ctx, e).await
+                }
+                Err(_) => {
+                    outcome_span.record("outcome", "timed_out");
+                    outcome_span.record("otel.status_code", "ERROR");
+                    send_error(&ctx, WorkError::retryable(format!("the worker took longer than {timeout:?}"))).await
+                }
             };
             let acked = match sent {
                 Ok(()) => delivery.ack().await,

@@ -1,8 +1,10 @@
 //! Dispatch: publishing every ready subtask to its role, after its state is stored.
 
 use super::{Driver, End};
+use crate::telemetry::propagation;
 use futures::future::join_all;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use troupe_core::bus::topics;
 use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, TaskAssign, role_address};
 use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
@@ -31,16 +33,29 @@ impl Driver {
             if !matches!(self.ledger.apply(&id, &change), Ok(Applied::Changed)) {
                 continue;
             }
-            let (role, envelope) = self.assignment(&id, attempt)?;
+            let (role, mut envelope) = self.assignment(&id, attempt)?;
+            // The attempt's span: the worker's span is its child, through the envelope.
+            let span = tracing::info_span!(
+                "subtask.dispatch",
+                otel.name = %format_args!("dispatch {id}"),
+                otel.kind = "producer",
+                otel.status_code = tracing::field::Empty,
+                subtask_id = %id,
+                attempt,
+                role = %role,
+                outcome = tracing::field::Empty,
+            );
+            propagation::inject(&span, &mut envelope.trace_context);
+            envelope.request_id = Some(self.request_id.clone());
+            self.attempt_spans.insert(id.clone(), span.clone());
             self.deadlines.insert(id.clone(), now + timeout);
-            sends.push((id, attempt, role, envelope, change));
+            sends.push((id, attempt, role, envelope, change, span));
         }
         // One group commit for every dispatch and its ledger entry.
         let shared = &self.shared;
         let task_id = self.ledger.id();
-        let writes = sends
-            .iter()
-            .map(|(id, attempt, role, _, change)| async move {
+        let writes = sends.iter().map(|(id, attempt, role, _, change, span)| {
+            async move {
                 let entry = NewProgressEntry::subtask(
                     task_id,
                     &shared.agent,
@@ -54,7 +69,9 @@ impl Driver {
                     shared.recorder.record(entry)
                 )?;
                 Ok::<_, StoreError>(applied)
-            });
+            }
+            .instrument(span.clone())
+        });
         let mut diverged = false;
         for written in join_all(writes).await {
             diverged |= written? == Applied::Unchanged;
@@ -62,7 +79,7 @@ impl Driver {
         if diverged {
             self.resync().await?;
         }
-        for (id, attempt, role, envelope, _) in sends {
+        for (id, attempt, role, envelope, _, span) in sends {
             // A failed publish may have led to a re-plan that superseded the rest.
             let still_due = self
                 .ledger
@@ -71,12 +88,13 @@ impl Driver {
             if !still_due {
                 continue;
             }
-            if let Err(e) = self
+            let published = self
                 .shared
                 .bus
                 .publish(&topics::role(&role), envelope)
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            if let Err(e) = published {
                 self.on_attempt_failed(
                     &id,
                     attempt,
@@ -84,6 +102,7 @@ impl Driver {
                     true,
                     None,
                 )
+                .instrument(span)
                 .await?;
             }
         }

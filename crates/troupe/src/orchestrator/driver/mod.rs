@@ -28,6 +28,7 @@ use troupe_core::{AgentId, SubtaskId};
 
 use super::Shared;
 use crate::config::duration::format as fmt;
+use crate::telemetry::metrics::{TASK_DURATION_SECONDS, TASKS_TOTAL};
 
 /// Why a task's run ended early.
 enum End {
@@ -75,12 +76,19 @@ pub(super) struct Driver {
     /// Tokens the orchestrator spent (planning, synthesis) not yet written to
     /// a progress entry: the next entry of its own carries them.
     unrecorded: Usage,
+    /// The request the task came from, passed on to the workers.
+    request_id: String,
+    /// The `subtask.dispatch` span of each attempt in flight.
+    attempt_spans: HashMap<SubtaskId, tracing::Span>,
+    /// When this process took the task (for its duration metric).
+    started: std::time::Instant,
 }
 
 impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
         record: TaskRecord,
+        request_id: String,
         inbox: mpsc::UnboundedReceiver<Delivery>,
         cancel: CancellationToken,
         shutdown: CancellationToken,
@@ -99,7 +107,28 @@ impl Driver {
             task_deadline,
             held: VecDeque::new(),
             unrecorded: Usage::default(),
+            request_id,
+            attempt_spans: HashMap::new(),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// Ends the span of a subtask's attempt with its outcome.
+    fn close_attempt(&mut self, id: &SubtaskId, outcome: &'static str, failed: bool) {
+        if let Some(span) = self.attempt_spans.remove(id) {
+            span.record("outcome", outcome);
+            if failed {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+
+    /// The span of a subtask's attempt in flight, or a disabled one.
+    fn attempt_span(&self, id: &SubtaskId) -> tracing::Span {
+        self.attempt_spans
+            .get(id)
+            .cloned()
+            .unwrap_or_else(tracing::Span::none)
     }
 
     /// Runs the task to its end and returns its task ledger.
@@ -127,11 +156,13 @@ impl Driver {
                 return self.ledger.into_record();
             }
         };
-        match (status, &error) {
-            (TaskStatus::Completed, _) => tracing::info!("task completed"),
-            (TaskStatus::Cancelled, _) => tracing::info!("task cancelled"),
-            (_, reason) => tracing::warn!(status = %status, reason = ?reason, "task failed"),
+        // The recorder logs the end with its reason; the span gets the status.
+        if status == TaskStatus::Failed {
+            tracing::Span::current().record("otel.status_code", "ERROR");
         }
+        self.attempt_spans.clear();
+        ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
+            .record(self.started.elapsed().as_secs_f64());
         if let Err(e) = self.finish(status, result, error).await {
             tracing::error!(error = %e, "could not store the end of the task");
         }
@@ -270,6 +301,7 @@ impl Driver {
     async fn set_status(&mut self, status: TaskStatus) -> Result<(), End> {
         let now = troupe_core::time::now();
         self.ledger.set_status(status, now);
+        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
         let update = TaskUpdate {
             usage: Some(self.ledger.record().usage),
             at: now,
@@ -346,6 +378,7 @@ impl Driver {
                 written?;
             }
         }
+        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
         let now = troupe_core::time::now();
         let detail = match (&result, &error) {
             (Some(answer), _) => format!("answer of {} characters", answer.chars().count()),

@@ -4,6 +4,7 @@ use super::{Driver, End};
 use crate::config::duration::format as fmt;
 use crate::{backoff, prompts};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 use troupe_core::bus::Delivery;
 use troupe_core::envelope::{MessageKind, Progress, TaskError, TaskResult};
 use troupe_core::ledger::{EventKind, SubtaskChange};
@@ -12,7 +13,11 @@ use troupe_core::{AgentId, SubtaskId};
 
 impl Driver {
     pub(super) async fn on_reply(&mut self, delivery: Delivery) -> Result<(), End> {
-        let verdict = self.apply_reply(&delivery).await?;
+        let span = match &delivery.envelope.subtask_id {
+            Some(id) => self.attempt_span(id),
+            None => tracing::Span::none(),
+        };
+        let verdict = self.apply_reply(&delivery).instrument(span).await?;
         let acked = match verdict {
             Ok(()) => delivery.ack().await,
             Err(reason) => {
@@ -124,6 +129,7 @@ impl Driver {
         }
         self.ledger.add_usage(result.usage);
         self.deadlines.remove(id);
+        self.close_attempt(id, "completed", false);
         self.stalls = 0;
         self.record_spent(
             Some(from),
@@ -161,6 +167,7 @@ impl Driver {
         }
         self.ledger.add_usage(usage);
         self.deadlines.remove(id);
+        self.close_attempt(id, if retry { "retry" } else { "failed" }, true);
         self.stalls += 1;
         if retry {
             let wait = backoff::delay(&config.retry, attempt, None);
@@ -230,7 +237,9 @@ impl Driver {
             self.deadlines.remove(&id);
             let attempt = self.ledger.subtask(&id).map_or(0, |s| s.attempts);
             let error = format!("no result within {timeout}");
+            let span = self.attempt_span(&id);
             self.on_attempt_failed(&id, attempt, error, true, None)
+                .instrument(span)
                 .await?;
         }
         // Retries that are due are dispatched by the next `dispatch_ready`.

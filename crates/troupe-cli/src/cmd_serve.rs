@@ -1,0 +1,94 @@
+//! `troupe serve`: the HTTP API with an orchestrator and (on the memory bus)
+//! the built-in workers, until Ctrl-C or SIGTERM; and the metrics endpoint
+//! that `troupe run --metrics-addr` starts.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use troupe::Troupe;
+use troupe_server::{ApiState, Metrics, router};
+
+use crate::backend;
+use crate::cli::ServeArgs;
+use crate::cmd_run::stop_requested;
+use crate::settings::Settings;
+
+/// A running HTTP server.
+pub(crate) struct Server {
+    shutdown: CancellationToken,
+    join: JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `state` on it; prints where.
+    async fn start(addr: &str, state: ApiState, what: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener
+            .local_addr()
+            .context("cannot read the bound address")?;
+        eprintln!("troupe: {what} on http://{bound}");
+        let shutdown = CancellationToken::new();
+        let join = tokio::spawn(troupe_server::serve(
+            listener,
+            router(state),
+            shutdown.clone(),
+        ));
+        Ok(Self { shutdown, join })
+    }
+
+    /// Stops accepting, finishes the requests in progress.
+    pub(crate) async fn stop(self) {
+        self.shutdown.cancel();
+        match self.join.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server failed"),
+            Err(e) => tracing::warn!(error = %e, "the HTTP server stopped abnormally"),
+        }
+    }
+}
+
+/// Serves `/metrics` (and `/healthz`) on `addr` for this process.
+pub(crate) async fn expose_metrics(addr: &str) -> anyhow::Result<Server> {
+    let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
+    let state = ApiState {
+        troupe: None,
+        metrics: Some(metrics),
+    };
+    Server::start(addr, state, "metrics").await
+}
+
+pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result<i32> {
+    let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
+    let bus = backend::bus(settings.backend.bus.as_deref())?;
+    let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
+    let stores = backend::stores(settings.store_url()).await?;
+    let mut config = settings.runtime.clone();
+    llm.fit(&mut config);
+    let troupe = Arc::new(
+        Troupe::builder()
+            .llm(llm.provider.clone())
+            .bus(bus)
+            .stores(stores)
+            .config(config)
+            .build()
+            .await?,
+    );
+    let state = ApiState {
+        troupe: Some(troupe.clone()),
+        metrics: Some(metrics),
+    };
+    let server = Server::start(&args.addr, state, "serving the API").await?;
+    stop_requested().await;
+    eprintln!("troupe: stopping");
+    server.stop().await;
+    match Arc::try_unwrap(troupe) {
+        Ok(troupe) => troupe.shutdown().await,
+        Err(_) => tracing::warn!("requests still hold the runtime; stopping without waiting"),
+    }
+    llm.stop().await;
+    Ok(0)
+}

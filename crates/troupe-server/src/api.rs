@@ -1,0 +1,241 @@
+//! The routes: the task API under `/v1`, `/healthz` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::Instrument as _;
+use troupe::Troupe;
+use troupe::core::TaskId;
+use troupe::core::ledger::Ledgers;
+use troupe::core::store::TaskQuery;
+use troupe::core::task::{TaskStatus, TaskSummary};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// The largest request body accepted.
+const MAX_BODY: usize = 1024 * 1024;
+/// The largest page of tasks.
+const MAX_PAGE: usize = 500;
+/// The longest request id taken from a client; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    /// The runtime tasks are submitted to (`None`: only health and metrics).
+    pub troupe: Option<Arc<Troupe>>,
+    /// The metrics to expose (`None`: no `/metrics`).
+    pub metrics: Option<Metrics>,
+}
+
+/// The id of the request being served.
+#[derive(Clone, Debug)]
+struct RequestId(String);
+
+/// The whole API: the task routes when `state.troupe` is set, `/healthz`
+/// always, `/metrics` when `state.metrics` is set.
+///
+/// ```no_run
+/// # async fn demo(troupe: std::sync::Arc<troupe::Troupe>) -> std::io::Result<()> {
+/// use troupe_server::{ApiState, Metrics, router, serve};
+///
+/// let state = ApiState { troupe: Some(troupe), metrics: Metrics::install().ok() };
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// serve(listener, router(state), tokio_util::sync::CancellationToken::new()).await
+/// # }
+/// ```
+pub fn router(state: ApiState) -> Router {
+    let mut app = Router::new().route("/healthz", get(healthz));
+    if state.metrics.is_some() {
+        app = app.route("/metrics", get(metrics));
+    }
+    if state.troupe.is_some() {
+        app = app
+            .route("/v1/tasks", post(submit).get(list))
+            .route("/v1/tasks/{id}", get(task))
+            .route("/v1/tasks/{id}/ledger", get(ledger));
+    }
+    app.fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Gives every request an id (the client's `X-Request-Id` if sane), a span
+/// carrying it, and echoes it in the response.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::debug_span!(
+        "http.request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match &state.metrics {
+        Some(m) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            m.render(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are not enabled").into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+fn troupe(state: &ApiState) -> Result<&Arc<Troupe>, ApiError> {
+    state
+        .troupe
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this server runs no tasks"))
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitRequest {
+    goal: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Submitted {
+    task_id: TaskId,
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Submitted>), ApiError> {
+    let Json(body) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        _ => ApiError::bad_request(format!(
+            "the body must be {{\"goal\": \"...\"}}: {}",
+            e.body_text()
+        )),
+    })?;
+    let handle = troupe(&state)?
+        .submit_for_request(body.goal, request_id)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Submitted {
+            task_id: handle.id(),
+        }),
+    ))
+}
+
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a task id")))
+}
+
+async fn task(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = task_id(&id)?;
+    let record = troupe(&state)?
+        .task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+    Ok(Json(record.document(record.elapsed_ms())).into_response())
+}
+
+async fn ledger(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Ledgers>, ApiError> {
+    let id = task_id(&id)?;
+    let troupe = troupe(&state)?;
+    let record = troupe
+        .task(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
+    let progress = troupe.progress(id).await?;
+    Ok(Json(Ledgers::new(record, progress)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    before: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page {
+    tasks: Vec<TaskSummary>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<TaskId>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<TaskStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let before = query.before.as_deref().map(task_id).transpose()?;
+    let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
+    let tasks = troupe(&state)?
+        .stores()
+        .tasks
+        .list_tasks(&TaskQuery {
+            status,
+            before,
+            limit,
+        })
+        .await
+        .map_err(troupe::TroupeError::from)?;
+    let next_before = (tasks.len() == limit)
+        .then(|| tasks.last().map(|t| t.id))
+        .flatten();
+    Ok(Json(Page { tasks, next_before }))
+}
