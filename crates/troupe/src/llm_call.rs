@@ -69,14 +69,14 @@ async fn request_once(
         gen_ai.system = llm.name(),
         gen_ai.provider.name = llm.name(),
         gen_ai.request.model = model,
-        gen_ai.request.max_tokens = request.max_tokens,
+        gen_ai.request.max_tokens = request.max_tokens.map(i64::from),
         gen_ai.response.model = tracing::field::Empty,
         gen_ai.response.finish_reasons = tracing::field::Empty,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         error.type = tracing::field::Empty,
         call_kind = kind,
-        attempt,
+        attempt = i64::from(attempt),
     );
     let started = std::time::Instant::now();
     let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone()))
@@ -93,8 +93,9 @@ async fn request_once(
             if let Some(reason) = &reply.finish_reason {
                 span.record("gen_ai.response.finish_reasons", reason.as_str());
             }
-            span.record("gen_ai.usage.input_tokens", reply.usage.prompt_tokens);
-            span.record("gen_ai.usage.output_tokens", reply.usage.completion_tokens);
+            // OpenTelemetry has no unsigned integers: as i64, or they arrive as strings.
+            span.record("gen_ai.usage.input_tokens", otel_int(reply.usage.prompt_tokens));
+            span.record("gen_ai.usage.output_tokens", otel_int(reply.usage.completion_tokens));
             ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => "ok")
                 .record(seconds);
             ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "input")
@@ -147,6 +148,10 @@ where
             result => return CallOutcome { result, retried },
         }
     }
+}
+
+fn otel_int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use troupe_core::llm::{CallKind, CallMeta, LlmError};
 
 /// A whole script.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
     /// The model name replies carry.
@@ -33,6 +33,19 @@ pub struct Script {
 
 fn default_model() -> String {
     "mock".to_owned()
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            seed: 0,
+            delay_ms: 0,
+            steps: Vec::new(),
+            faults: Vec::new(),
+            otherwise: Otherwise::default(),
+        }
+    }
 }
 
 /// What to do with a call no step answers.

@@ -133,7 +133,7 @@ impl Runner {
             request_id = envelope.request_id.as_deref(),
             %task_id,
             %subtask_id,
-            attempt,
+            attempt = i64::from(attempt),
             agent_id = %self.agent,
             role = %self.role,
             outcome = tracing::field::Empty,

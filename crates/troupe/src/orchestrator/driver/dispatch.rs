@@ -41,7 +41,7 @@ impl Driver {
                 otel.kind = "producer",
                 otel.status_code = tracing::field::Empty,
                 subtask_id = %id,
-                attempt,
+                attempt = i64::from(attempt),
                 role = %role,
                 outcome = tracing::field::Empty,
             );

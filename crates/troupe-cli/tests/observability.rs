@@ -1,0 +1,415 @@
+//! What an operator sees of a run: JSON log lines with the task's ids and
+//! every lifecycle event, no secret in any log, and the whole task as one
+//! trace in an OTLP receiver.
+
+// Test code: a failed expectation is meant to panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use serde_json::{Value, json};
+
+fn troupe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TROUPE_LLM")
+        .env_remove("TROUPE_STORE")
+        .env_remove("TROUPE_CONFIG")
+        .env_remove("TROUPE_ENV")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("the troupe binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The JSON log lines on stderr; every line must be one.
+fn log_lines(out: &Output) -> Vec<Value> {
+    text(&out.stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// The fields of the span named `name` among a line's spans.
+fn span<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
+    line["spans"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+}
+
+#[test]
+fn json_logs_carry_the_ids_and_every_lifecycle_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // s1 fails once (a retry), s2 fails for good (a re-plan).
+    let script = dir.path().join("script.json");
+    std::fs::write(
+        &script,
+        json!({"steps": [
+            {"kind": "work", "subtask": "s1", "error": {"type": "transport"}, "times": 1},
+            {"kind": "work", "subtask": "s2", "error": {"type": "http", "status": 400, "body": "no"}, "times": 1}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(&config, "[llm]\nmax_attempts = 1\n[log]\nformat = \"json\"\n").unwrap();
+    let spec = format!("mock:{}", script.display());
+    let out = troupe(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--llm",
+            &spec,
+            "--store",
+            "memory",
+            "--json",
+            "Write a haiku about rust",
+        ],
+        &[("TROUPE_ENV", "development")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task_id = doc["task_id"].as_str().unwrap();
+    let lines = log_lines(&out);
+
+    let events: HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l["fields"]["event"].as_str())
+        .collect();
+    for lifecycle in [
+        "task_submitted",
+        "planning_started",
+        "plan_accepted",
+        "subtask_dispatched",
+        "subtask_started",
+        "subtask_completed",
+        "attempt_failed",
+        "subtask_failed",
+        "replanning",
+        "synthesis_started",
+        "task_completed",
+    ] {
+        assert!(events.contains(lifecycle), "no {lifecycle} event in {events:?}");
+    }
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "subtask_failed")
+        .unwrap();
+    assert_eq!(failed["level"], "WARN");
+
+    let mut request_ids = HashSet::new();
+    let mut with_task = 0;
+    for line in &lines {
+        if let Some(task) = span(line, "task") {
+            with_task += 1;
+            assert_eq!(task["task_id"], task_id, "{line}");
+            request_ids.insert(task["request_id"].as_str().unwrap().to_owned());
+        }
+        if let Some(dispatch) = span(line, "subtask.dispatch") {
+            assert!(dispatch["subtask_id"].is_string(), "{line}");
+            assert!(dispatch["attempt"].is_u64(), "{line}");
+        }
+        if let Some(run) = span(line, "subtask.run") {
+            assert_eq!(run["task_id"], task_id, "{line}");
+            for field in ["subtask_id", "agent_id", "request_id"] {
+                assert!(run[field].is_string(), "no {field} in {line}");
+            }
+            request_ids.insert(run["request_id"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(with_task > 20, "only {with_task} lines inside the task span");
+    assert_eq!(request_ids.len(), 1, "one request id everywhere: {request_ids:?}");
+
+    // Workers' steps are logged inside their subtask's span, on both sides.
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "subtask started")
+        .expect("the worker logs its start");
+    assert!(span(started, "subtask.run").is_some(), "{started}");
+    let dispatched = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "subtask_dispatched")
+        .unwrap();
+    assert!(span(dispatched, "subtask.dispatch").is_some(), "{dispatched}");
+
+    // Every bus send and receive, at debug.
+    for message in ["bus send", "bus receive"] {
+        let line = lines
+            .iter()
+            .find(|l| l["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line"));
+        assert_eq!(line["level"], "DEBUG");
+        assert!(line["fields"]["message_type"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn the_production_default_logs_nothing_for_a_good_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = troupe(
+        dir.path(),
+        &["run", "--llm", "mock", "--store", "memory", "--json", "A haiku"],
+        &[("TROUPE_LOG_FORMAT", "json")],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(log_lines(&out), Vec::<Value>::new());
+}
+
+/// A chat-completions endpoint that wants `key`: anything else gets a 401
+/// that echoes the key it was sent, as some providers do.
+#[derive(Clone)]
+struct FakeOpenAi {
+    key: String,
+}
+
+async fn completions(
+    State(fake): State<FakeOpenAi>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let sent = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    if sent != fake.key {
+        let error = json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
+                                     "type": "invalid_request_error", "code": "invalid_api_key"}});
+        return (StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    let content = if request["response_format"]["type"] == "json_schema" {
+        json!({"facts": [], "subtasks": [
+            {"id": "s1", "role": "writer", "title": "Write", "instruction": "Write it", "depends_on": []}
+        ]})
+        .to_string()
+    } else {
+        "Rust never sleeps; the borrow checker keeps watch.".to_owned()
+    };
+    axum::Json(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake-1",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    }))
+    .into_response()
+}
+
+async fn start(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_key_ever_reaches_the_logs() {
+    const KEY: &str = "sk-test-4f9a1c0e7b2d48a6b3e5f7091a2c4d6e";
+    let addr = start(
+        Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(FakeOpenAi { key: KEY.into() }),
+    )
+    .await;
+    let url = format!("http://{addr}/v1");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |key: &'static str| {
+        let dir = dir.path().to_owned();
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            troupe(
+                &dir,
+                &["run", "--llm", &url, "--model", "fake-1", "--store", "memory", "--json", "A haiku"],
+                &[
+                    ("TROUPE_LLM_API_KEY", key),
+                    ("RUST_LOG", "trace"),
+                    ("TROUPE_LOG_FORMAT", "json"),
+                ],
+            )
+        })
+    };
+
+    // The right key: a whole run, logged at the most verbose level.
+    let good = run(KEY).await.unwrap();
+    assert_eq!(good.status.code(), Some(0), "{}", text(&good.stderr));
+    let logs = text(&good.stderr);
+    assert!(logs.lines().count() > 50, "trace logging is on: {logs}");
+    assert!(!logs.contains(KEY) && !text(&good.stdout).contains(KEY));
+    assert!(!logs.contains(&KEY[3..20]), "not even part of the key");
+
+    // A wrong key, which the server echoes back in its error.
+    const WRONG: &str = "sk-test-0000aaaa1111bbbb2222cccc3333dddd";
+    let bad = run(WRONG).await.unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stderr));
+    let all = format!("{}{}", text(&bad.stderr), text(&bad.stdout));
+    assert!(all.contains("refused the credentials"), "{all}");
+    assert!(!all.contains(WRONG), "the echoed key is redacted: {all}");
+}
+
+/// An OTLP/HTTP receiver keeping every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<Span>>>,
+}
+
+async fn traces(State(receiver): State<Receiver>, body: Bytes) -> impl IntoResponse {
+    match ExportTraceServiceRequest::decode(body) {
+        Ok(request) => {
+            let mut spans = receiver.spans.lock().unwrap();
+            for resource in request.resource_spans {
+                for scope in resource.scope_spans {
+                    spans.extend(scope.spans);
+                }
+            }
+            (
+                StatusCode::OK,
+                [("content-type", "application/x-protobuf")],
+                Vec::new(),
+            )
+        }
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            [("content-type", "text/plain")],
+            b"not an ExportTraceServiceRequest".to_vec(),
+        ),
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<AnyValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.clone())
+}
+
+fn attr_str(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key)? {
+        AnyValue::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn attr_int(span: &Span, key: &str) -> Option<i64> {
+    match attr(span, key)? {
+        AnyValue::IntValue(i) => Some(i),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
+    let receiver = Receiver::default();
+    let addr = start(
+        Router::new()
+            .route("/v1/traces", post(traces))
+            .with_state(receiver.clone()),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_owned();
+    let endpoint = format!("http://{addr}");
+    let out = tokio::task::spawn_blocking(move || {
+        troupe(
+            &path,
+            &["run", "--llm", "mock", "--store", "memory", "--json", "Write a haiku about rust"],
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The process flushed its spans before exiting.
+    let spans = receiver.spans.lock().unwrap().clone();
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let parent = |s: &Span| by_id.get(s.parent_span_id.as_slice()).copied();
+    let named = |prefix: &str| -> Vec<&Span> {
+        spans.iter().filter(|s| s.name.starts_with(prefix)).collect()
+    };
+
+    let roots = named("task");
+    assert_eq!(roots.len(), 1, "one root span per task");
+    let root = roots[0];
+    assert!(root.parent_span_id.is_empty(), "the task span is a root");
+    assert_eq!(attr_str(root, "task_id").as_deref(), doc["task_id"].as_str());
+    assert!(attr_str(root, "request_id").is_some());
+    assert!(
+        spans.iter().all(|s| s.trace_id == root.trace_id),
+        "every span of the run is in the task's trace: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+
+    let dispatches = named("dispatch ");
+    assert_eq!(dispatches.len(), 3, "one dispatch span per subtask");
+    for d in &dispatches {
+        assert_eq!(parent(d).map(|p| p.name.as_str()), Some("task"));
+    }
+    let runs = named("run ");
+    assert_eq!(runs.len(), 3, "one worker span per subtask");
+    for run in &runs {
+        let dispatch = parent(run).expect("the worker span has a parent in the trace");
+        assert!(dispatch.name.starts_with("dispatch "), "parent: {}", dispatch.name);
+        assert_eq!(attr_str(run, "subtask_id"), attr_str(dispatch, "subtask_id"));
+        assert!(attr_str(run, "agent_id").is_some());
+    }
+
+    let chats = named("chat ");
+    assert_eq!(chats.len(), 5, "plan, three subtasks and the synthesis");
+    for chat in &chats {
+        assert_eq!(attr_str(chat, "gen_ai.operation.name").as_deref(), Some("chat"));
+        assert_eq!(attr_str(chat, "gen_ai.request.model").as_deref(), Some("mock"));
+        assert!(attr_int(chat, "gen_ai.usage.input_tokens").unwrap_or_else(|| panic!("{:?}", chat.attributes)) > 0);
+        assert!(attr_int(chat, "gen_ai.usage.output_tokens").unwrap() > 0);
+        let parent = parent(chat).expect("an LLM span has a parent");
+        match attr_str(chat, "call_kind").as_deref() {
+            Some("work") => assert!(parent.name.starts_with("run "), "{}", parent.name),
+            Some("plan" | "synthesize") => assert_eq!(parent.name, "task"),
+            other => panic!("unexpected call kind {other:?}"),
+        }
+    }
+
+    // Bus spans: the assignment is sent inside its dispatch span, and
+    // received under the same context; replies are received under the worker's send.
+    let sends = named("send ");
+    let receives = named("receive ");
+    assert!(sends.len() >= 9 && receives.len() >= 9, "{} sends, {} receives", sends.len(), receives.len());
+    for send in sends.iter().filter(|s| s.name.starts_with("send role.")) {
+        assert!(parent(send).unwrap().name.starts_with("dispatch "));
+    }
+    for receive in receives.iter().filter(|s| s.name.starts_with("receive role.")) {
+        assert!(parent(receive).unwrap().name.starts_with("dispatch "));
+    }
+    for receive in receives.iter().filter(|s| s.name == "receive inbox") {
+        assert!(parent(receive).unwrap().name == "send inbox");
+    }
+}
