@@ -5,7 +5,8 @@
 # Idempotent and self-contained: it needs the Rust toolchain (pinned by
 # rust-toolchain.toml), python3 with pip and a C++ compiler; scripts/local-model.sh
 # installs the offline model the real-LLM tests use (and cmake with apt-get when
-# missing), reusing what is already installed. cargo-nextest is used when
+# missing), scripts/tools.sh installs promtool (Debian's prometheus package),
+# both reusing what is already installed. cargo-nextest is used when
 # installed, cargo test otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "offline model (SmolLM2-135M + llama-server)"
 scripts/local-model.sh
+
+step "tools (promtool)"
+scripts/tools.sh
+
+step "Prometheus configuration and alerting rules"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

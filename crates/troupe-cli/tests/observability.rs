@@ -56,10 +56,7 @@ fn log_lines(out: &Output) -> Vec<Value> {
 
 /// The fields of the span named `name` among a line's spans.
 fn span<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
-    line["spans"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == name)
+    line["spans"].as_array()?.iter().find(|s| s["name"] == name)
 }
 
 #[test]
@@ -77,7 +74,11 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
     )
     .unwrap();
     let config = dir.path().join("troupe.toml");
-    std::fs::write(&config, "[llm]\nmax_attempts = 1\n[log]\nformat = \"json\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[llm]\nmax_attempts = 1\n[log]\nformat = \"json\"\n",
+    )
+    .unwrap();
     let spec = format!("mock:{}", script.display());
     let out = troupe(
         dir.path(),
@@ -116,7 +117,10 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
         "synthesis_started",
         "task_completed",
     ] {
-        assert!(events.contains(lifecycle), "no {lifecycle} event in {events:?}");
+        assert!(
+            events.contains(lifecycle),
+            "no {lifecycle} event in {events:?}"
+        );
     }
     let failed = lines
         .iter()
@@ -144,8 +148,15 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
             request_ids.insert(run["request_id"].as_str().unwrap().to_owned());
         }
     }
-    assert!(with_task > 20, "only {with_task} lines inside the task span");
-    assert_eq!(request_ids.len(), 1, "one request id everywhere: {request_ids:?}");
+    assert!(
+        with_task > 20,
+        "only {with_task} lines inside the task span"
+    );
+    assert_eq!(
+        request_ids.len(),
+        1,
+        "one request id everywhere: {request_ids:?}"
+    );
 
     // Workers' steps are logged inside their subtask's span, on both sides.
     let started = lines
@@ -157,7 +168,10 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
         .iter()
         .find(|l| l["fields"]["event"] == "subtask_dispatched")
         .unwrap();
-    assert!(span(dispatched, "subtask.dispatch").is_some(), "{dispatched}");
+    assert!(
+        span(dispatched, "subtask.dispatch").is_some(),
+        "{dispatched}"
+    );
 
     // Every bus send and receive, at debug.
     for message in ["bus send", "bus receive"] {
@@ -175,7 +189,9 @@ fn the_production_default_logs_nothing_for_a_good_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = troupe(
         dir.path(),
-        &["run", "--llm", "mock", "--store", "memory", "--json", "A haiku"],
+        &[
+            "run", "--llm", "mock", "--store", "memory", "--json", "A haiku",
+        ],
         &[("TROUPE_LOG_FORMAT", "json")],
     );
     assert_eq!(out.status.code(), Some(0));
@@ -247,7 +263,10 @@ async fn no_api_key_ever_reaches_the_logs() {
         tokio::task::spawn_blocking(move || {
             troupe(
                 &dir,
-                &["run", "--llm", &url, "--model", "fake-1", "--store", "memory", "--json", "A haiku"],
+                &[
+                    "run", "--llm", &url, "--model", "fake-1", "--store", "memory", "--json",
+                    "A haiku",
+                ],
                 &[
                     ("TROUPE_LLM_API_KEY", key),
                     ("RUST_LOG", "trace"),
@@ -340,7 +359,15 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
     let out = tokio::task::spawn_blocking(move || {
         troupe(
             &path,
-            &["run", "--llm", "mock", "--store", "memory", "--json", "Write a haiku about rust"],
+            &[
+                "run",
+                "--llm",
+                "mock",
+                "--store",
+                "memory",
+                "--json",
+                "Write a haiku about rust",
+            ],
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
         )
     })
@@ -354,14 +381,20 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
     let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
     let parent = |s: &Span| by_id.get(s.parent_span_id.as_slice()).copied();
     let named = |prefix: &str| -> Vec<&Span> {
-        spans.iter().filter(|s| s.name.starts_with(prefix)).collect()
+        spans
+            .iter()
+            .filter(|s| s.name.starts_with(prefix))
+            .collect()
     };
 
     let roots = named("task");
     assert_eq!(roots.len(), 1, "one root span per task");
     let root = roots[0];
     assert!(root.parent_span_id.is_empty(), "the task span is a root");
-    assert_eq!(attr_str(root, "task_id").as_deref(), doc["task_id"].as_str());
+    assert_eq!(
+        attr_str(root, "task_id").as_deref(),
+        doc["task_id"].as_str()
+    );
     assert!(attr_str(root, "request_id").is_some());
     assert!(
         spans.iter().all(|s| s.trace_id == root.trace_id),
@@ -378,17 +411,34 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
     assert_eq!(runs.len(), 3, "one worker span per subtask");
     for run in &runs {
         let dispatch = parent(run).expect("the worker span has a parent in the trace");
-        assert!(dispatch.name.starts_with("dispatch "), "parent: {}", dispatch.name);
-        assert_eq!(attr_str(run, "subtask_id"), attr_str(dispatch, "subtask_id"));
+        assert!(
+            dispatch.name.starts_with("dispatch "),
+            "parent: {}",
+            dispatch.name
+        );
+        assert_eq!(
+            attr_str(run, "subtask_id"),
+            attr_str(dispatch, "subtask_id")
+        );
         assert!(attr_str(run, "agent_id").is_some());
     }
 
     let chats = named("chat ");
     assert_eq!(chats.len(), 5, "plan, three subtasks and the synthesis");
     for chat in &chats {
-        assert_eq!(attr_str(chat, "gen_ai.operation.name").as_deref(), Some("chat"));
-        assert_eq!(attr_str(chat, "gen_ai.request.model").as_deref(), Some("mock"));
-        assert!(attr_int(chat, "gen_ai.usage.input_tokens").unwrap_or_else(|| panic!("{:?}", chat.attributes)) > 0);
+        assert_eq!(
+            attr_str(chat, "gen_ai.operation.name").as_deref(),
+            Some("chat")
+        );
+        assert_eq!(
+            attr_str(chat, "gen_ai.request.model").as_deref(),
+            Some("mock")
+        );
+        assert!(
+            attr_int(chat, "gen_ai.usage.input_tokens")
+                .unwrap_or_else(|| panic!("{:?}", chat.attributes))
+                > 0
+        );
         assert!(attr_int(chat, "gen_ai.usage.output_tokens").unwrap() > 0);
         let parent = parent(chat).expect("an LLM span has a parent");
         match attr_str(chat, "call_kind").as_deref() {
@@ -402,11 +452,19 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
     // received under the same context; replies are received under the worker's send.
     let sends = named("send ");
     let receives = named("receive ");
-    assert!(sends.len() >= 9 && receives.len() >= 9, "{} sends, {} receives", sends.len(), receives.len());
+    assert!(
+        sends.len() >= 9 && receives.len() >= 9,
+        "{} sends, {} receives",
+        sends.len(),
+        receives.len()
+    );
     for send in sends.iter().filter(|s| s.name.starts_with("send role.")) {
         assert!(parent(send).unwrap().name.starts_with("dispatch "));
     }
-    for receive in receives.iter().filter(|s| s.name.starts_with("receive role.")) {
+    for receive in receives
+        .iter()
+        .filter(|s| s.name.starts_with("receive role."))
+    {
         assert!(parent(receive).unwrap().name.starts_with("dispatch "));
     }
     for receive in receives.iter().filter(|s| s.name == "receive inbox") {

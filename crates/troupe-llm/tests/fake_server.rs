@@ -208,6 +208,22 @@ async fn auth_failures_are_permanent_and_never_show_the_key() {
 }
 
 #[tokio::test]
+async fn a_key_the_server_echoes_is_blanked_out_of_the_error() {
+    for code in [401, 400, 500] {
+        let e = error_for(ResponseTemplate::new(code).set_body_json(
+            json!({"error": {"message": format!("Incorrect API key provided: {KEY}; and again {KEY}")}}),
+        ))
+        .await;
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(
+            shown.contains("[REDACTED]; and again [REDACTED]"),
+            "{shown}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_requests_are_permanent_and_context_errors_ask_to_shorten() {
     let e = error_for(
         ResponseTemplate::new(400)

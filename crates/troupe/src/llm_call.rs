@@ -94,8 +94,14 @@ async fn request_once(
                 span.record("gen_ai.response.finish_reasons", reason.as_str());
             }
             // OpenTelemetry has no unsigned integers: as i64, or they arrive as strings.
-            span.record("gen_ai.usage.input_tokens", otel_int(reply.usage.prompt_tokens));
-            span.record("gen_ai.usage.output_tokens", otel_int(reply.usage.completion_tokens));
+            span.record(
+                "gen_ai.usage.input_tokens",
+                otel_int(reply.usage.prompt_tokens),
+            );
+            span.record(
+                "gen_ai.usage.output_tokens",
+                otel_int(reply.usage.completion_tokens),
+            );
             ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => "ok")
                 .record(seconds);
             ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "input")

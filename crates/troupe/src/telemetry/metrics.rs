@@ -31,6 +31,21 @@ pub const LLM_TOKENS_TOTAL: &str = "multiagent_llm_tokens_total";
 /// Counter: failed LLM requests, by `class` (rate_limited, server, timeout, ...).
 pub const LLM_ERRORS_TOTAL: &str = "multiagent_llm_errors_total";
 
+/// Every metric name above.
+pub const ALL: [&str; 11] = [
+    TASKS_TOTAL,
+    TASK_DURATION_SECONDS,
+    PENDING_TASKS,
+    MESSAGES_TOTAL,
+    MESSAGE_LATENCY_SECONDS,
+    WORKERS_TOTAL,
+    ACTIVE_WORKERS,
+    QUEUE_DEPTH,
+    LLM_CALL_DURATION_SECONDS,
+    LLM_TOKENS_TOTAL,
+    LLM_ERRORS_TOTAL,
+];
+
 /// Every histogram's bucket bounds, in seconds: from a fast message to a
 /// local model's long answer.
 pub const BUCKETS_SECONDS: &[f64] = &[
