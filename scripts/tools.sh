@@ -15,9 +15,10 @@ apt_install() {
         fi
     fi
     # A stale package index is the usual reason an install fails.
-    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; then
-        "${sudo[@]}" apt-get update
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+    # ${sudo[@]+...}: an empty array is "unbound" to bash before 4.4 under set -u.
+    if ! ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; then
+        ${sudo[@]+"${sudo[@]}"} apt-get update
+        ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
     fi
 }
 

@@ -138,4 +138,8 @@ pub(crate) struct BenchArgs {
     /// Tasks run first and not measured (default: a tenth of --tasks, at most 500).
     #[arg(long)]
     pub(crate) warmup: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics during the run (and
+    /// measure with the recorder installed).
+    #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
 }

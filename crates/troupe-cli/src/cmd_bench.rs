@@ -22,9 +22,9 @@ use troupe::core::TaskId;
 use troupe::core::ledger::{EventKind, ProgressEntry};
 use troupe::core::task::{TaskStatus, Usage};
 
-use crate::backend;
 use crate::cli::BenchArgs;
 use crate::settings::Settings;
+use crate::{backend, cmd_serve};
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -125,6 +125,10 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     };
     let stores = backend::stores(&store_url).await?;
     let bus_label = bus.name().to_owned();
+    let metrics = match &args.metrics_addr {
+        Some(addr) => Some(cmd_serve::expose_metrics(addr).await?),
+        None => None,
+    };
     let troupe = Arc::new(
         Troupe::builder()
             .llm(llm.provider.clone())
@@ -153,6 +157,9 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         troupe.shutdown().await;
     }
     llm.stop().await;
+    if let Some(server) = metrics {
+        server.stop().await;
+    }
 
     let completed = latencies.iter().filter(|(_, _, ok, _)| *ok).count();
     let mut ms: Vec<f64> = latencies

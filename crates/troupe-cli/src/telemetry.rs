@@ -18,7 +18,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde::Deserialize;
 use tracing_subscriber::field::MakeExt as _;
-use tracing_subscriber::filter::{EnvFilter, FilterFn};
+use tracing_subscriber::filter::{EnvFilter, FilterExt as _, FilterFn};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{Layer as _, fmt};
@@ -221,6 +221,11 @@ impl Telemetry {
     }
 }
 
+/// The spans every log line is given as context.
+fn context_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span() && meta.target().starts_with("troupe") && *meta.level() <= tracing::Level::INFO
+}
+
 /// Spans the trace exporter keeps: Troupe's own (not the long-lived
 /// `worker` and `orchestrator` spans, which would be one span per process),
 /// and events at info and above as span events.
@@ -237,8 +242,11 @@ fn exported(meta: &tracing::Metadata<'_>) -> bool {
 /// Installs the subscribers (and the trace exporter when configured). Call
 /// before the async runtime starts: the exporter has its own thread.
 pub(crate) fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
+    // Troupe's info spans (task, subtask attempts, LLM calls, HTTP requests)
+    // stay on whatever the level, so that a warning still names its task.
     let filter = EnvFilter::try_new(&config.filter)
-        .with_context(|| format!("invalid log filter {:?}", config.filter))?;
+        .with_context(|| format!("invalid log filter {:?}", config.filter))?
+        .or(FilterFn::new(context_span));
     let logs = if config.json {
         fmt::layer()
             .json()

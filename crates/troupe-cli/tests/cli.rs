@@ -393,12 +393,23 @@ fn a_killed_run_leaves_no_llama_server_behind() {
         ])
         .current_dir(dir.path())
         .env("RUST_LOG", "troupe_llm=info")
+        .env("TROUPE_LOG_FORMAT", "text")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Killed however the test ends, so that a failure leaves no run behind.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(stderr).lines();
     let ready = lines
         .by_ref()
         .map_while(Result::ok)
@@ -419,8 +430,8 @@ fn a_killed_run_leaves_no_llama_server_behind() {
     let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
     assert!(listening());
     // SIGKILL: troupe gets no chance to clean up; the watchdog must.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while listening() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));

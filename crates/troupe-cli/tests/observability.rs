@@ -128,6 +128,12 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
         .unwrap();
     assert_eq!(failed["level"], "WARN");
 
+    for line in lines.iter().filter(|l| l["fields"]["event"].is_string()) {
+        assert!(
+            span(line, "task").is_some(),
+            "a step without its task: {line}"
+        );
+    }
     let mut request_ids = HashSet::new();
     let mut with_task = 0;
     for line in &lines {
@@ -182,6 +188,48 @@ fn json_logs_carry_the_ids_and_every_lifecycle_event() {
         assert_eq!(line["level"], "DEBUG");
         assert!(line["fields"]["message_type"].is_string(), "{line}");
     }
+}
+
+#[test]
+fn warnings_in_production_name_their_task_and_subtask() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.json");
+    std::fs::write(
+        &script,
+        json!({"steps": [
+            {"kind": "work", "subtask": "s2", "error": {"type": "http", "status": 400, "body": "no"}, "times": 1}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let spec = format!("mock:{}", script.display());
+    let out = troupe(
+        dir.path(),
+        &[
+            "run", "--llm", &spec, "--store", "memory", "--json", "A haiku",
+        ],
+        &[("TROUPE_LOG_FORMAT", "json")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let task_id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["task_id"].clone();
+    let lines = log_lines(&out);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "{lines:?}"
+    );
+    let failed = lines
+        .iter()
+        .find(|l| l["fields"]["event"] == "subtask_failed")
+        .expect("the failure is a warning");
+    let task = span(failed, "task").expect("the warning names its task");
+    assert_eq!(task["task_id"], task_id);
+    assert!(task["request_id"].is_string() && task["agent_id"].is_string());
+    assert_eq!(
+        span(failed, "subtask.dispatch").unwrap()["subtask_id"],
+        "s2"
+    );
 }
 
 #[test]
@@ -344,8 +392,9 @@ fn attr_int(span: &Span, key: &str) -> Option<i64> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
+/// Runs `troupe run` (with `extra` arguments before the goal) exporting to
+/// a receiver; returns the run's document and every span it exported.
+async fn traced_run(extra: &[&str]) -> (Value, Vec<Span>) {
     let receiver = Receiver::default();
     let addr = start(
         Router::new()
@@ -356,28 +405,81 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_owned();
     let endpoint = format!("http://{addr}");
+    let mut args: Vec<String> = ["run", "--store", "memory", "--json"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push("Write a haiku about rust".to_owned());
     let out = tokio::task::spawn_blocking(move || {
-        troupe(
-            &path,
-            &[
-                "run",
-                "--llm",
-                "mock",
-                "--store",
-                "memory",
-                "--json",
-                "Write a haiku about rust",
-            ],
-            &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
-        )
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        troupe(&path, &args, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])
     })
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-
     // The process flushed its spans before exiting.
     let spans = receiver.spans.lock().unwrap().clone();
+    (serde_json::from_slice(&out.stdout).unwrap(), spans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_replans_under_the_task_not_under_the_failed_attempt() {
+    // s1 and s2 both fail first: two failures in a row, over max_stalls = 1.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.json");
+    std::fs::write(
+        &script,
+        json!({"steps": [
+            {"kind": "work", "subtask": "s1", "error": {"type": "transport"}, "times": 1},
+            {"kind": "work", "subtask": "s2", "error": {"type": "transport"}, "times": 1}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        "[llm]\nmax_attempts = 1\n[orchestrator]\nmax_stalls = 1\nretry = { initial = \"10ms\", max = \"10ms\", multiplier = 1.0, jitter = 0.0 }\n",
+    )
+    .unwrap();
+    let spec = format!("mock:{}", script.display());
+    let (_, spans) = traced_run(&["--config", config.to_str().unwrap(), "--llm", &spec]).await;
+    let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let kinds: Vec<String> = spans
+        .iter()
+        .filter_map(|s| attr_str(s, "call_kind"))
+        .collect();
+    for kind in ["evaluate", "replan"] {
+        assert!(
+            kinds.iter().any(|k| k == kind),
+            "no {kind} call in {kinds:?}"
+        );
+    }
+    for chat in spans.iter().filter(|s| s.name.starts_with("chat ")) {
+        let kind = attr_str(chat, "call_kind").unwrap();
+        if ["plan", "replan", "evaluate", "synthesize"].contains(&kind.as_str()) {
+            let parent = by_id.get(chat.parent_span_id.as_slice()).unwrap();
+            assert_eq!(parent.name, "task", "the {kind} call's parent");
+        }
+    }
+    // Every dispatch span ended with its outcome, superseded ones included.
+    for d in spans.iter().filter(|s| s.name.starts_with("dispatch ")) {
+        let outcome = attr_str(d, "outcome");
+        assert!(
+            matches!(
+                outcome.as_deref(),
+                Some("completed" | "retry" | "failed" | "superseded")
+            ),
+            "{} ended with {outcome:?}",
+            d.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
+    let (doc, spans) = traced_run(&["--llm", "mock"]).await;
     let by_id: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), s)).collect();
     let parent = |s: &Span| by_id.get(s.parent_span_id.as_slice()).copied();
     let named = |prefix: &str| -> Vec<&Span> {
@@ -443,7 +545,9 @@ async fn a_task_is_one_trace_with_the_dispatch_parenting_the_worker() {
         let parent = parent(chat).expect("an LLM span has a parent");
         match attr_str(chat, "call_kind").as_deref() {
             Some("work") => assert!(parent.name.starts_with("run "), "{}", parent.name),
-            Some("plan" | "synthesize") => assert_eq!(parent.name, "task"),
+            Some("plan" | "replan" | "evaluate" | "synthesize") => {
+                assert_eq!(parent.name, "task");
+            }
             other => panic!("unexpected call kind {other:?}"),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
             .route("/v1/tasks/{id}/ledger", get(ledger));
     }
     app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -84,7 +85,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         })
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
     request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::debug_span!(
+    let span = tracing::info_span!(
         "http.request",
         request_id = %id,
         method = %request.method(),
@@ -117,6 +118,14 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 fn troupe(state: &ApiState) -> Result<&Arc<Troupe>, ApiError> {
@@ -168,13 +177,21 @@ async fn submit(
     ))
 }
 
+fn path_task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
+    let Path(text) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    task_id(&text)
+}
+
 fn task_id(text: &str) -> Result<TaskId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::bad_request(format!("{text:?} is not a task id")))
 }
 
-async fn task(State(state): State<ApiState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id = task_id(&id)?;
+async fn task(
+    State(state): State<ApiState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_task_id(id)?;
     let record = troupe(&state)?
         .task(id)
         .await?
@@ -184,9 +201,9 @@ async fn task(State(state): State<ApiState>, Path(id): Path<String>) -> Result<R
 
 async fn ledger(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Ledgers>, ApiError> {
-    let id = task_id(&id)?;
+    let id = path_task_id(id)?;
     let troupe = troupe(&state)?;
     let record = troupe
         .task(id)
@@ -213,7 +230,7 @@ struct Page {
 
 async fn list(
     State(state): State<ApiState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let status = query
@@ -224,18 +241,22 @@ async fn list(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let before = query.before.as_deref().map(task_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
-    let tasks = troupe(&state)?
+    // One more than the page, to know whether another page follows.
+    let mut tasks = troupe(&state)?
         .stores()
         .tasks
         .list_tasks(&TaskQuery {
             status,
             before,
-            limit,
+            limit: limit + 1,
         })
         .await
         .map_err(troupe::TroupeError::from)?;
-    let next_before = (tasks.len() == limit)
-        .then(|| tasks.last().map(|t| t.id))
-        .flatten();
+    let next_before = if tasks.len() > limit {
+        tasks.truncate(limit);
+        tasks.last().map(|t| t.id)
+    } else {
+        None
+    };
     Ok(Json(Page { tasks, next_before }))
 }

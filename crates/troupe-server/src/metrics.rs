@@ -1,6 +1,6 @@
 //! [`Metrics`]: the process's Prometheus recorder and its `/metrics` text.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -9,7 +9,7 @@ use troupe::telemetry::metrics::{BUCKETS_SECONDS, describe};
 /// How often histograms are compacted.
 const UPKEEP: Duration = Duration::from_secs(5);
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// The process-wide Prometheus recorder. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -19,11 +19,13 @@ pub struct Metrics {
 
 impl Metrics {
     /// Installs the recorder (once per process; later calls share it) and
-    /// starts its upkeep on the current tokio runtime.
+    /// starts a thread that compacts its histograms every few seconds.
     ///
     /// Fails if another `metrics` recorder was installed first.
     pub fn install() -> Result<Self, String> {
-        if let Some(handle) = HANDLE.get() {
+        // Installation is short and never panics inside the lock; a poisoned lock is still consistent.
+        let mut installed = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = installed.as_ref() {
             return Ok(Self {
                 handle: handle.clone(),
             });
@@ -35,16 +37,18 @@ impl Metrics {
         let handle = recorder.handle();
         ::metrics::set_global_recorder(recorder)
             .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
-        let handle = HANDLE.get_or_init(|| handle).clone();
         describe();
         let upkeep = handle.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(UPKEEP);
-            loop {
-                tick.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            })
+            .map_err(|e| format!("cannot start the metrics upkeep thread: {e}"))?;
+        *installed = Some(handle.clone());
         Ok(Self { handle })
     }
 

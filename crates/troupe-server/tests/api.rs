@@ -146,6 +146,10 @@ async fn a_submitted_goal_runs_to_its_end_and_can_be_read_back() {
     let next = page["next_before"].as_str().unwrap();
     let (_, page) = api.get(&format!("/v1/tasks?limit=1&before={next}")).await;
     assert_eq!(page["tasks"][0]["id"], id.as_str());
+    assert!(page.get("next_before").is_none(), "the last page: {page}");
+    let (_, page) = api.get("/v1/tasks?limit=2").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    assert!(page.get("next_before").is_none(), "all on one page: {page}");
     let (_, page) = api.get("/v1/tasks?status=failed").await;
     assert_eq!(page["tasks"], json!([]));
     assert!(page.get("next_before").is_none());
@@ -212,6 +216,21 @@ async fn bad_requests_get_json_errors_with_stable_codes() {
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
     let (status, body) = api.get("/metrics").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = api.get("/v1/tasks/%FF").await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    let r = api
+        .http
+        .delete(format!("{}/v1/tasks", api.base))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert_error(
+        status,
+        &r.json().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
     // A request id that is not sane is replaced, not echoed.
     let r = api
         .http

@@ -142,9 +142,11 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
     );
     assert_eq!(slow.wait().await.unwrap().status, TaskStatus::Completed);
 
+    let mut ids = Vec::new();
     for n in 0..4 {
         let task = troupe.run(format!("Goal number {n}")).await.unwrap();
         assert_eq!(task.status, TaskStatus::Completed);
+        ids.push(task.id.to_string());
     }
     let text = scrape(&http, &base).await;
     let after = samples(&text);
@@ -192,6 +194,14 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
     // No label carries an id.
     for series in after.keys() {
         assert!(!series.contains("orchestrator-"), "{series}");
+        assert!(
+            !series.contains("=\"s1\"") && !series.contains("=\"s2\""),
+            "{series}"
+        );
+        assert!(
+            !ids.iter().any(|id| series.contains(id.as_str())),
+            "{series}"
+        );
     }
     promtool_check(&text);
 

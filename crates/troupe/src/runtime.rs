@@ -103,6 +103,8 @@ impl Troupe {
 
     /// Like [`submit`](Self::submit), for a request with its own id (an HTTP
     /// `X-Request-Id`, say): every log line and span of the task carries it.
+    /// An id that is empty, longer than 128 characters or not printable ASCII
+    /// without spaces is replaced by a new one.
     pub async fn submit_for_request(
         &self,
         goal: impl Into<String>,

@@ -172,7 +172,9 @@ impl Orchestrator {
         }
         let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
         let id = record.id;
-        let request_id = request_id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let request_id = request_id
+            .filter(|r| usable_request_id(r))
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         // The root of the task's trace, whatever span the caller is in.
         let span = tracing::info_span!(
             parent: None,
@@ -181,6 +183,7 @@ impl Orchestrator {
             otel.status_code = tracing::field::Empty,
             request_id = %request_id,
             task_id = %id,
+            agent_id = %self.shared.agent,
         );
         self.shared
             .stores
@@ -200,7 +203,7 @@ impl Orchestrator {
             .instrument(span.clone())
             .await?;
         ::metrics::counter!(TASKS_TOTAL, "status" => TaskStatus::Pending.as_str()).increment(1);
-        ::metrics::gauge!(PENDING_TASKS).increment(1.0);
+        let pending = PendingTask::new();
 
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
@@ -225,7 +228,7 @@ impl Orchestrator {
             async move {
                 let record = driver.run().await;
                 shared.drivers().remove(&id);
-                ::metrics::gauge!(PENDING_TASKS).decrement(1.0);
+                drop(pending);
                 record
             }
             .instrument(span),
@@ -251,6 +254,31 @@ impl Orchestrator {
         if let Err(e) = self.router.await {
             tracing::error!(error = %e, "the orchestrator's router stopped abnormally");
         }
+    }
+}
+
+/// The longest request id kept; longer ones are replaced by a new one.
+pub(crate) const MAX_REQUEST_ID: usize = 128;
+
+/// A request id fit for logs: 1 to 128 printable ASCII characters, no spaces.
+fn usable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Counts a task in the pending-tasks gauge for as long as it lives, however
+/// its driver ends (even by a panic).
+struct PendingTask;
+
+impl PendingTask {
+    fn new() -> Self {
+        ::metrics::gauge!(PENDING_TASKS).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for PendingTask {
+    fn drop(&mut self) {
+        ::metrics::gauge!(PENDING_TASKS).decrement(1.0);
     }
 }
 

@@ -49,8 +49,7 @@ impl Runner {
         let role_label = self.role.to_string();
         let this = Arc::new(self);
         let task = async move {
-            ::metrics::counter!(WORKERS_TOTAL, "status" => "started").increment(1);
-            ::metrics::gauge!(ACTIVE_WORKERS, "role" => role_label.clone()).increment(1.0);
+            let _active = ActiveWorker::new(role_label);
             tracing::debug!("worker started");
             let slots = Arc::new(Semaphore::new(this.config.concurrency));
             let hand_back = CancellationToken::new();
@@ -90,8 +89,6 @@ impl Runner {
                 hand_back.cancel();
                 while running.join_next().await.is_some() {}
             }
-            ::metrics::counter!(WORKERS_TOTAL, "status" => "stopped").increment(1);
-            ::metrics::gauge!(ACTIVE_WORKERS, "role" => role_label).decrement(1.0);
             tracing::debug!("worker stopped");
         };
         Ok(tokio::spawn(task.instrument(span)))
@@ -181,6 +178,7 @@ impl Runner {
                         }
                     }
                     () = hand_back.cancelled() => {
+                        outcome_span.record("outcome", "handed_back");
                         tracing::info!("shutting down: handing the subtask back");
                         if let Err(e) = delivery.nack().await {
                             tracing::warn!(error = %e, "could not hand the subtask back");
@@ -220,6 +218,26 @@ impl Runner {
         }
         .instrument(span)
         .await;
+    }
+}
+
+/// Counts a worker in the metrics from its start to its end, however it ends.
+struct ActiveWorker {
+    role: String,
+}
+
+impl ActiveWorker {
+    fn new(role: String) -> Self {
+        ::metrics::counter!(WORKERS_TOTAL, "status" => "started").increment(1);
+        ::metrics::gauge!(ACTIVE_WORKERS, "role" => role.clone()).increment(1.0);
+        Self { role }
+    }
+}
+
+impl Drop for ActiveWorker {
+    fn drop(&mut self) {
+        ::metrics::counter!(WORKERS_TOTAL, "status" => "stopped").increment(1);
+        ::metrics::gauge!(ACTIVE_WORKERS, "role" => self.role.clone()).decrement(1.0);
     }
 }
 

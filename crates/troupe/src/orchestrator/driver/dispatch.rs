@@ -47,7 +47,6 @@ impl Driver {
             );
             propagation::inject(&span, &mut envelope.trace_context);
             envelope.request_id = Some(self.request_id.clone());
-            self.attempt_spans.insert(id.clone(), span.clone());
             self.deadlines.insert(id.clone(), now + timeout);
             sends.push((id, attempt, role, envelope, change, span));
         }
@@ -94,16 +93,22 @@ impl Driver {
                 .publish(&topics::role(&role), envelope)
                 .instrument(span.clone())
                 .await;
-            if let Err(e) = published {
-                self.on_attempt_failed(
-                    &id,
-                    attempt,
-                    format!("could not publish the subtask: {e}"),
-                    true,
-                    None,
-                )
-                .instrument(span)
-                .await?;
+            match published {
+                // The span lives until the attempt's outcome arrives.
+                Ok(()) => {
+                    self.attempt_spans.insert(id, span);
+                }
+                Err(e) => {
+                    self.on_attempt_failed(
+                        &id,
+                        attempt,
+                        format!("could not publish the subtask: {e}"),
+                        true,
+                        None,
+                    )
+                    .instrument(span)
+                    .await?;
+                }
             }
         }
         Ok(())

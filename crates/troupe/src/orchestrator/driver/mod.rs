@@ -123,6 +123,13 @@ impl Driver {
         }
     }
 
+    /// Ends the spans of every attempt in flight (a new plan replaced them).
+    fn close_superseded_attempts(&mut self) {
+        for (_, span) in self.attempt_spans.drain() {
+            span.record("outcome", "superseded");
+        }
+    }
+
     /// The span of a subtask's attempt in flight, or a disabled one.
     fn attempt_span(&self, id: &SubtaskId) -> tracing::Span {
         self.attempt_spans
@@ -182,6 +189,7 @@ impl Driver {
         self.install(plan).await?;
         loop {
             self.dispatch_ready().await?;
+            self.replan_if_stalled().await?;
             if self.ledger.is_done() {
                 break;
             }
@@ -197,6 +205,7 @@ impl Driver {
                 Wake::Reply(d) => self.on_reply(*d).await?,
                 Wake::Timer => self.on_timer().await?,
             }
+            self.replan_if_stalled().await?;
         }
         self.synthesize().await
     }
@@ -365,6 +374,7 @@ impl Driver {
         error: Option<String>,
     ) -> Result<(), StoreError> {
         let task_id = self.ledger.id();
+        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
         if status != TaskStatus::Completed {
             let cancelled = self.ledger.cancel_open();
             let tasks = &self.shared.stores.tasks;
@@ -378,7 +388,6 @@ impl Driver {
                 written?;
             }
         }
-        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
         let now = troupe_core::time::now();
         let detail = match (&result, &error) {
             (Some(answer), _) => format!("answer of {} characters", answer.chars().count()),

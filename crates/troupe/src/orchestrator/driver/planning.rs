@@ -103,6 +103,7 @@ impl Driver {
         self.install(plan).await?;
         self.deadlines.clear();
         self.retry_at.clear();
+        self.close_superseded_attempts();
         self.stalls = 0;
         Ok(())
     }

@@ -208,17 +208,22 @@ impl Driver {
             )
             .await?;
         }
-        let max_stalls = self.shared.config.orchestrator.max_stalls;
-        if self.stalls > max_stalls {
-            let reason = format!(
-                "{} failures in a row with no subtask completing",
-                self.stalls
-            );
-            self.record(None, None, EventKind::Stalled, reason.clone())
-                .await?;
-            self.replan_or_fail(reason).await?;
-        }
         Ok(())
+    }
+
+    /// Re-plans when too many failures came in a row (Magentic-One's stall
+    /// counter). Called by the main loop, outside any attempt's span.
+    pub(super) async fn replan_if_stalled(&mut self) -> Result<(), End> {
+        if self.stalls <= self.shared.config.orchestrator.max_stalls {
+            return Ok(());
+        }
+        let reason = format!(
+            "{} failures in a row with no subtask completing",
+            self.stalls
+        );
+        self.record(None, None, EventKind::Stalled, reason.clone())
+            .await?;
+        self.replan_or_fail(reason).await
     }
 
     pub(super) async fn on_timer(&mut self) -> Result<(), End> {
