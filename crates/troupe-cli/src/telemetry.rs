@@ -242,8 +242,9 @@ fn exported(meta: &tracing::Metadata<'_>) -> bool {
 /// Installs the subscribers (and the trace exporter when configured). Call
 /// before the async runtime starts: the exporter has its own thread.
 pub(crate) fn init(config: &TelemetryConfig) -> anyhow::Result<Telemetry> {
-    // Troupe's info spans (task, subtask attempts, LLM calls, HTTP requests)
-    // stay on whatever the level, so that a warning still names its task.
+    // Troupe's info spans (task, subtask attempts, HTTP requests) stay on
+    // whatever the level, so that a warning still names its task. (LLM-call
+    // and bus spans are at debug: they cost more and add nothing to a line.)
     let filter = EnvFilter::try_new(&config.filter)
         .with_context(|| format!("invalid log filter {:?}", config.filter))?
         .or(FilterFn::new(context_span));

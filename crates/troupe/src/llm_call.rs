@@ -60,7 +60,9 @@ async fn request_once(
 ) -> Result<ChatResponse, LlmError> {
     let kind = request.meta.kind.as_str();
     let model = llm.model().unwrap_or("unknown");
-    let span = tracing::info_span!(
+    // Debug level: traces keep it, log lines take their context from the
+    // task and subtask spans around it (cheaper on every call).
+    let span = tracing::debug_span!(
         "gen_ai.chat",
         otel.name = %format_args!("chat {model}"),
         otel.kind = "client",
