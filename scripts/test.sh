@@ -29,6 +29,7 @@ step "tools (promtool)"
 scripts/tools.sh
 
 step "Prometheus configuration and alerting rules"
+promtool check rules deploy/prometheus/alerts.yml
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 
