@@ -240,6 +240,17 @@ pub enum LlmError {
         /// The raw response body.
         body: String,
     },
+    /// The provider's circuit breaker is open after repeated failures: the
+    /// call was not sent. Retry after `retry_in`, or use another provider.
+    #[error(
+        "the LLM provider {provider} is unavailable after repeated failures (circuit open; retry in {retry_in:?})"
+    )]
+    CircuitOpen {
+        /// The provider.
+        provider: String,
+        /// When the breaker lets a trial call through.
+        retry_in: Duration,
+    },
     /// A 200 response that is not an answer (an error body, no content): retry.
     #[error("the LLM reply is unusable: {reason}")]
     InvalidResponse {
@@ -260,6 +271,7 @@ impl LlmError {
                 | LlmError::Timeout(_)
                 | LlmError::Transport(_)
                 | LlmError::InvalidResponse { .. }
+                | LlmError::CircuitOpen { .. }
         )
     }
 
@@ -267,6 +279,7 @@ impl LlmError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             LlmError::RateLimited { retry_after, .. } => *retry_after,
+            LlmError::CircuitOpen { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
@@ -282,6 +295,7 @@ impl LlmError {
             LlmError::Auth { .. } => "auth",
             LlmError::BadRequest { .. } => "bad_request",
             LlmError::InvalidResponse { .. } => "invalid_response",
+            LlmError::CircuitOpen { .. } => "circuit_open",
         }
     }
 }

@@ -191,6 +191,11 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
     assert!(delta(r#"multiagent_llm_tokens_total{kind="work",direction="output"}"#) > 0.0);
     assert!(after.contains_key(r#"multiagent_queue_depth{topic="role.writer"}"#));
     assert!(after.contains_key(r#"multiagent_queue_depth{topic="inbox"}"#));
+    assert_eq!(
+        value(&after, r#"multiagent_llm_circuit_state{provider="mock"}"#),
+        0.0
+    );
+    assert!(text.contains("# HELP multiagent_llm_circuit_state"));
     // No label carries an id.
     for series in after.keys() {
         assert!(!series.contains("orchestrator-"), "{series}");

@@ -125,6 +125,48 @@ pub struct LlmCallConfig {
     pub temperature: Option<f32>,
     /// The most tokens a reply may have, if not the provider's default.
     pub max_tokens: Option<u32>,
+    /// The circuit breaker around each provider.
+    pub breaker: BreakerConfig,
+    /// Rate and concurrency limits per provider.
+    pub limits: LimitsConfig,
+}
+
+/// A circuit breaker: after `failure_threshold` failures in a row the
+/// provider is not called for `reset_timeout`; then one trial call decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Whether providers have a breaker.
+    pub enabled: bool,
+    /// Failures in a row (server errors, timeouts, broken connections,
+    /// unusable replies) that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before a trial call.
+    #[serde(with = "duration")]
+    pub reset_timeout: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_threshold: 5,
+            reset_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Limits on the calls to one provider; 0 means no limit.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Calls started per second.
+    pub requests_per_second: u32,
+    /// Tokens per minute, estimated before the call (prompt characters / 4
+    /// plus the reply's `max_tokens`).
+    pub tokens_per_minute: u32,
+    /// Calls in flight at once.
+    pub max_concurrent: u32,
 }
 
 impl Default for LlmCallConfig {
@@ -139,6 +181,8 @@ impl Default for LlmCallConfig {
             },
             temperature: None,
             max_tokens: None,
+            breaker: BreakerConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -231,6 +275,20 @@ impl BackoffConfig {
 }
 
 impl TroupeConfig {
+    /// How the orchestrator's own LLM calls (plans, evaluations, the final
+    /// answer) are made: as `[llm]` says, but a transient failure is retried
+    /// as often as a subtask's is over all its attempts (`llm.max_attempts` ×
+    /// `orchestrator.max_attempts`), since no other level retries them.
+    pub fn orchestrator_calls(&self) -> LlmCallConfig {
+        LlmCallConfig {
+            max_attempts: self
+                .llm
+                .max_attempts
+                .saturating_mul(self.orchestrator.max_attempts),
+            ..self.llm.clone()
+        }
+    }
+
     /// Checks every bound; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let o = &self.orchestrator;
@@ -261,6 +319,12 @@ impl TroupeConfig {
         nonzero("llm.timeout", l.timeout)?;
         at_least("llm.max_attempts", l.max_attempts, 1)?;
         l.retry.validate("llm.retry")?;
+        at_least(
+            "llm.breaker.failure_threshold",
+            l.breaker.failure_threshold,
+            1,
+        )?;
+        nonzero("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
         if let Some(t) = l.temperature
             && !(0.0..=2.0).contains(&t)
         {

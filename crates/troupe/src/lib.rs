@@ -38,6 +38,7 @@ mod error;
 mod llm_call;
 mod orchestrator;
 mod prompts;
+pub mod resilience;
 pub mod runtime;
 pub mod telemetry;
 pub mod worker;

@@ -1,15 +1,16 @@
 //! One LLM request made reliably enough for the orchestrator and the workers:
-//! each call is cut by a timeout, and retryable errors are retried with
-//! backoff (honouring `Retry-After`) up to a bound. The resilience issue turns
-//! this into composable layers; the behaviour stays.
+//! each call is cut by a timeout, and retryable errors are retried as the
+//! [`RetryPolicy`] decides (backoff, `Retry-After`, an open circuit's reset
+//! time) up to a bound. The provider itself sits behind the layers of
+//! [`crate::resilience`] (breaker, limits, timeout, fallback).
 
 use std::time::Duration;
 
 use tracing::Instrument as _;
 use troupe_core::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider};
 
-use crate::backoff;
 use crate::config::LlmCallConfig;
+use crate::resilience::RetryPolicy;
 use crate::telemetry::metrics::{LLM_CALL_DURATION_SECONDS, LLM_ERRORS_TOTAL, LLM_TOKENS_TOTAL};
 
 /// The outcome of a request, with the errors met on the way to it.
@@ -21,19 +22,18 @@ pub(crate) struct CallOutcome {
     pub(crate) retried: Vec<LlmError>,
 }
 
-/// Sends `request`, retrying what is worth retrying.
+/// Sends `request`, retrying what the retry policy says is worth retrying.
 pub(crate) async fn call(
     llm: &dyn LlmProvider,
     config: &LlmCallConfig,
     request: ChatRequest,
 ) -> CallOutcome {
+    let policy = RetryPolicy::new(config.max_attempts, config.retry.clone());
     let mut retried = Vec::new();
-    let mut attempt = 1;
-    loop {
-        let result = request_once(llm, config, &request, attempt).await;
-        match result {
-            Err(e) if e.is_retryable() && attempt < config.max_attempts => {
-                let wait = backoff::delay(&config.retry, attempt, e.retry_after());
+    let result = policy
+        .run(
+            |attempt| request_once(llm, config, &request, attempt),
+            |attempt, e: &LlmError, wait| {
                 tracing::warn!(
                     provider = llm.name(),
                     kind = request.meta.kind.as_str(),
@@ -42,13 +42,11 @@ pub(crate) async fn call(
                     retry_in_ms = millis(wait),
                     "LLM call failed; retrying"
                 );
-                retried.push(e);
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            result => return CallOutcome { result, retried },
-        }
-    }
+                retried.push(e.clone());
+            },
+        )
+        .await;
+    CallOutcome { result, retried }
 }
 
 /// One request under the call timeout, in its `gen_ai.chat` span, counted in the metrics.

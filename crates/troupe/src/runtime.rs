@@ -18,6 +18,7 @@ use crate::error::TroupeError;
 use crate::orchestrator::planner::Planner;
 use crate::orchestrator::recorder::Recorder;
 use crate::orchestrator::{Orchestrator, OrchestratorParts, TaskHandle};
+use crate::resilience;
 use crate::telemetry::ObservedBus;
 use crate::telemetry::metrics::{QUEUE_DEPTH, topic_label};
 use crate::worker::runner::Runner;
@@ -197,6 +198,7 @@ impl Troupe {
 pub struct TroupeBuilder {
     config: TroupeConfig,
     llm: Option<Arc<dyn LlmProvider>>,
+    fallbacks: Vec<Arc<dyn LlmProvider>>,
     bus: Option<Arc<dyn Bus>>,
     stores: Option<Stores>,
     builtin: Vec<BuiltinRole>,
@@ -210,6 +212,7 @@ impl Default for TroupeBuilder {
         Self {
             config: TroupeConfig::default(),
             llm: None,
+            fallbacks: Vec::new(),
             bus: None,
             stores: None,
             builtin: BuiltinRole::ALL.to_vec(),
@@ -236,8 +239,17 @@ impl TroupeBuilder {
     }
 
     /// The LLM the orchestrator and the built-in workers use (required).
+    /// It gets the circuit breaker, limits and timeout of `[llm]`.
     pub fn llm(mut self, llm: Arc<dyn LlmProvider>) -> Self {
         self.llm = Some(llm);
+        self
+    }
+
+    /// A provider to use when the ones before it are unavailable (circuit
+    /// open) or refuse a request for good; call again for more, in order.
+    /// Each gets its own breaker and limits.
+    pub fn fallback_llm(mut self, llm: Arc<dyn LlmProvider>) -> Self {
+        self.fallbacks.push(llm);
         self
     }
 
@@ -295,6 +307,7 @@ impl TroupeBuilder {
         let llm = self
             .llm
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
+        let llm = resilience::compose(llm, self.fallbacks, &self.config.llm);
         let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
         let bus: Arc<dyn Bus> = Arc::new(ObservedBus::new(bus));
         let stores = self.stores.unwrap_or_else(Stores::memory);

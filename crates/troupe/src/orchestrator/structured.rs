@@ -83,7 +83,7 @@ pub(crate) async fn ask<T>(
         request.meta.task_id = Some(task_id);
         request.meta.revision = revision;
 
-        let outcome = llm_call::call(llm, &config.llm, request).await;
+        let outcome = llm_call::call(llm, &config.orchestrator_calls(), request).await;
         for e in &outcome.retried {
             recorder
                 .note(

@@ -30,9 +30,11 @@ pub const LLM_CALL_DURATION_SECONDS: &str = "multiagent_llm_call_duration_second
 pub const LLM_TOKENS_TOTAL: &str = "multiagent_llm_tokens_total";
 /// Counter: failed LLM requests, by `class` (rate_limited, server, timeout, ...).
 pub const LLM_ERRORS_TOTAL: &str = "multiagent_llm_errors_total";
+/// Gauge: each provider's circuit breaker, by `provider`: 0 closed, 1 half-open, 2 open.
+pub const LLM_CIRCUIT_STATE: &str = "multiagent_llm_circuit_state";
 
 /// Every metric name above.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 12] = [
     TASKS_TOTAL,
     TASK_DURATION_SECONDS,
     PENDING_TASKS,
@@ -44,6 +46,7 @@ pub const ALL: [&str; 11] = [
     LLM_CALL_DURATION_SECONDS,
     LLM_TOKENS_TOTAL,
     LLM_ERRORS_TOTAL,
+    LLM_CIRCUIT_STATE,
 ];
 
 /// Every histogram's bucket bounds, in seconds: from a fast message to a
@@ -93,6 +96,10 @@ pub fn describe() {
         "LLM tokens, by call kind and direction (input or output)."
     );
     describe_counter!(LLM_ERRORS_TOTAL, "Failed LLM requests, by error class.");
+    describe_gauge!(
+        LLM_CIRCUIT_STATE,
+        "Circuit breaker of each LLM provider: 0 closed, 1 half-open, 2 open."
+    );
 }
 
 /// The bounded label for a topic: role topics keep their name, every

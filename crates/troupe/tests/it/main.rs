@@ -6,4 +6,5 @@
 mod flow;
 mod persistence;
 mod recovery;
+mod resilience;
 mod support;

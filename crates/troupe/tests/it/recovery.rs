@@ -494,6 +494,9 @@ async fn repeated_failures_count_as_a_stall() {
     c.llm.max_attempts = 1;
     c.orchestrator.max_attempts = 10;
     c.orchestrator.max_stalls = 4;
+    // The subject is the stall counter: a breaker opening at the same 5
+    // failures would fail the re-plan's call first (tests/it/resilience.rs covers it).
+    c.llm.breaker.failure_threshold = 100;
     let troupe = troupe(Arc::new(llm), c).await;
     let task = troupe.run("Anything").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);

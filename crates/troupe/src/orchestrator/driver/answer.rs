@@ -39,13 +39,8 @@ impl Driver {
         };
         let budget = shared.config.orchestrator.prompt_budget_chars();
         let shrinkable = !results.is_empty();
-        let call = llm_call::call_shrinking(
-            shared.llm.as_ref(),
-            &shared.config.llm,
-            budget,
-            shrinkable,
-            build,
-        );
+        let calls = shared.config.orchestrator_calls();
+        let call = llm_call::call_shrinking(shared.llm.as_ref(), &calls, budget, shrinkable, build);
         let outcome = self.bounded(call).await?;
         if let Ok(reply) = &outcome.result {
             self.spent(reply.usage);

@@ -1,0 +1,45 @@
+//! Resilience around LLM providers, composed in one place ([`resilient`])
+//! from [`LlmCallConfig`] as tower layers:
+//!
+//! ```text
+//! fallback ─▶ [provider 1: breaker ─▶ rate limit ─▶ token budget ─▶ concurrency ─▶ timeout ─▶ HTTP]
+//!          └▶ [provider 2: the same stack] ...
+//! ```
+//!
+//! The retry *decision* is [`RetryPolicy`]; its *execution* is the runtime's
+//! call loop (`llm_call`), which waits the policy's delay (honouring
+//! `Retry-After` and an open circuit's reset time) between attempts.
+
+mod breaker;
+mod fallback;
+mod policy;
+mod stack;
+mod tokens;
+
+pub use breaker::{Breaker, BreakerLayer, CircuitState};
+pub use fallback::FallbackLlm;
+pub use policy::{RetryPolicy, Retryable};
+pub use stack::{ResilientLlm, resilient};
+pub use tokens::{TokenBudget, TokenBudgetLayer};
+
+use std::sync::Arc;
+
+use troupe_core::llm::LlmProvider;
+
+use crate::config::LlmCallConfig;
+
+/// The runtime's LLM: `primary` then `fallbacks`, each behind its own layers.
+pub(crate) fn compose(
+    primary: Arc<dyn LlmProvider>,
+    fallbacks: Vec<Arc<dyn LlmProvider>>,
+    config: &LlmCallConfig,
+) -> Arc<dyn LlmProvider> {
+    let first: Arc<dyn LlmProvider> = Arc::new(resilient(primary, config));
+    if fallbacks.is_empty() {
+        return first;
+    }
+    let rest = fallbacks
+        .into_iter()
+        .map(|p| Arc::new(resilient(p, config)) as Arc<dyn LlmProvider>);
+    Arc::new(FallbackLlm::from_first(first, rest))
+}

@@ -1,0 +1,415 @@
+//! The resilience layers with paused tokio time and the mock LLM's errors:
+//! retry delays and limits, `Retry-After`, the circuit breaker's states, the
+//! call timeout, the rate, token and concurrency limits, fallback, and whole
+//! runs over a flaky provider.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use troupe::config::{BackoffConfig, LlmCallConfig};
+use troupe::resilience::{CircuitState, FallbackLlm, RetryPolicy, resilient};
+use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider};
+use troupe_core::task::TaskStatus;
+use troupe_testkit::mock::{Fault, MockError, MockLlm, Step};
+
+use crate::support::{config, troupe};
+
+fn request() -> ChatRequest {
+    ChatRequest::new(CallKind::Work, vec![ChatMessage::user("Say something")])
+}
+
+fn backoff(initial_ms: u64, max_ms: u64) -> BackoffConfig {
+    BackoffConfig {
+        initial: Duration::from_millis(initial_ms),
+        max: Duration::from_millis(max_ms),
+        multiplier: 2.0,
+        jitter: 0.0,
+    }
+}
+
+/// A call configuration with no breaker and no limits unless a test adds them.
+fn plain() -> LlmCallConfig {
+    let mut c = LlmCallConfig::default();
+    c.breaker.enabled = false;
+    c
+}
+
+/// When each recorded call started, relative to `t0`, in milliseconds.
+fn starts_ms(llm: &MockLlm, t0: Instant) -> Vec<u128> {
+    llm.calls()
+        .iter()
+        .map(|c| (c.started - t0).as_millis())
+        .collect()
+}
+
+fn failing(error: MockError, times: u32) -> MockLlm {
+    MockLlm::builder()
+        .step(Step::any().error(error).times(times))
+        .record()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_the_configured_delays_and_stop_at_the_limit() {
+    let llm = Arc::new(failing(MockError::http(503), 100));
+    let stack = resilient(llm.clone(), &plain());
+    let policy = RetryPolicy::new(4, backoff(100, 250));
+    let t0 = Instant::now();
+    let mut retried = Vec::new();
+    let result = policy
+        .run(
+            |_| stack.complete(request()),
+            |n, _, wait| retried.push((n, wait)),
+        )
+        .await;
+    assert!(matches!(result, Err(LlmError::Server { status: 503, .. })));
+    // 4 attempts, 100 ms, 200 ms, then 250 ms (the cap) apart.
+    assert_eq!(starts_ms(&llm, t0), vec![0, 100, 300, 550]);
+    assert_eq!(retried.len(), 3);
+
+    // A permanent error is not retried.
+    let llm = Arc::new(failing(MockError::http(401), 100));
+    let stack = resilient(llm.clone(), &plain());
+    let result = policy
+        .run(|_| stack.complete(request()), |_, _, _| {})
+        .await;
+    assert!(matches!(result, Err(LlmError::Auth { .. })));
+    assert_eq!(llm.calls().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let llm = Arc::new(
+        MockLlm::builder()
+            .step(
+                Step::any()
+                    .error(MockError::Http {
+                        status: 429,
+                        body: "slow down".into(),
+                        retry_after_ms: Some(7_000),
+                    })
+                    .times(1),
+            )
+            .record()
+            .build()
+            .unwrap(),
+    );
+    let stack = resilient(llm.clone(), &plain());
+    let t0 = Instant::now();
+    let reply = RetryPolicy::new(3, backoff(100, 1_000))
+        .run(|_| stack.complete(request()), |_, _, _| {})
+        .await;
+    assert!(reply.is_ok());
+    assert_eq!(
+        starts_ms(&llm, t0),
+        vec![0, 7_000],
+        "the server's 7 s, not the 100 ms backoff"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
+    // 3 failures, then answers.
+    let llm = Arc::new(failing(MockError::http(500), 3));
+    let mut c = LlmCallConfig::default();
+    c.breaker.failure_threshold = 3;
+    c.breaker.reset_timeout = Duration::from_secs(30);
+    let stack = resilient(llm.clone(), &c);
+    for _ in 0..3 {
+        assert!(matches!(
+            stack.complete(request()).await,
+            Err(LlmError::Server { .. })
+        ));
+    }
+    assert_eq!(stack.circuit(), CircuitState::Open);
+
+    // Open: fails at once, without calling the provider.
+    let t0 = Instant::now();
+    match stack.complete(request()).await {
+        Err(LlmError::CircuitOpen { retry_in, .. }) => {
+            assert_eq!(retry_in, Duration::from_secs(30));
+        }
+        other => panic!("expected a fast failure, got {other:?}"),
+    }
+    assert_eq!(Instant::now(), t0, "no time passed");
+    assert_eq!(llm.calls().len(), 3);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    match stack.complete(request()).await {
+        Err(e @ LlmError::CircuitOpen { .. }) => {
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(20)));
+            assert!(e.is_retryable());
+        }
+        other => panic!("still open: {other:?}"),
+    }
+
+    // After the reset time one trial goes through; it succeeds and closes the circuit.
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert!(stack.complete(request()).await.is_ok());
+    assert_eq!(stack.circuit(), CircuitState::Closed);
+    assert_eq!(llm.calls().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_trial_reopens_and_calls_during_the_trial_fail_fast() {
+    // 2 failures open it; the first trial fails; the second trial (slow) succeeds.
+    let llm = Arc::new(
+        MockLlm::builder()
+            .step(Step::any().error(MockError::Timeout).times(3))
+            .step(Step::any().delay(Duration::from_secs(2)).times(1))
+            .record()
+            .build()
+            .unwrap(),
+    );
+    let mut c = LlmCallConfig::default();
+    c.breaker.failure_threshold = 2;
+    c.breaker.reset_timeout = Duration::from_secs(5);
+    let stack = Arc::new(resilient(llm.clone(), &c));
+    for _ in 0..2 {
+        assert!(stack.complete(request()).await.is_err());
+    }
+    assert_eq!(stack.circuit(), CircuitState::Open);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert!(matches!(
+        stack.complete(request()).await,
+        Err(LlmError::Timeout(_))
+    ));
+    assert_eq!(
+        stack.circuit(),
+        CircuitState::Open,
+        "the failed trial reopened it"
+    );
+    assert!(matches!(
+        stack.complete(request()).await,
+        Err(LlmError::CircuitOpen { .. })
+    ));
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let trial = tokio::spawn({
+        let stack = stack.clone();
+        async move { stack.complete(request()).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(stack.circuit(), CircuitState::HalfOpen);
+    assert!(
+        matches!(
+            stack.complete(request()).await,
+            Err(LlmError::CircuitOpen { .. })
+        ),
+        "one trial at a time"
+    );
+    assert!(trial.await.unwrap().is_ok());
+    assert_eq!(stack.circuit(), CircuitState::Closed);
+    assert_eq!(llm.calls().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_provider_that_hangs_is_cut_by_its_timeout() {
+    let llm = Arc::new(MockLlm::builder().step(Step::any().hang()).build().unwrap());
+    let mut c = plain();
+    c.timeout = Duration::from_secs(10);
+    let stack = resilient(llm, &c);
+    let t0 = Instant::now();
+    let result = stack.complete(request()).await;
+    assert!(
+        matches!(result, Err(LlmError::Timeout(d)) if d == Duration::from_secs(10)),
+        "{result:?}"
+    );
+    assert_eq!(Instant::now() - t0, Duration::from_secs(10));
+}
+
+/// Starts `n` calls at once and waits for all of them.
+async fn burst(stack: &Arc<troupe::resilience::ResilientLlm>, n: usize) {
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let stack = stack.clone();
+            tokio::spawn(async move { stack.complete(request()).await })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap().is_ok());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_limiter_spaces_calls() {
+    let llm = Arc::new(MockLlm::builder().record().build().unwrap());
+    let mut c = plain();
+    c.limits.requests_per_second = 2;
+    let stack = Arc::new(resilient(llm.clone(), &c));
+    let t0 = Instant::now();
+    burst(&stack, 6).await;
+    let mut starts = starts_ms(&llm, t0);
+    starts.sort_unstable();
+    assert_eq!(starts, vec![0, 0, 1_000, 1_000, 2_000, 2_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrency_limit_and_the_token_budget_hold_calls_back() {
+    let slow = || {
+        Arc::new(
+            MockLlm::builder()
+                .delay(Duration::from_secs(1))
+                .record()
+                .build()
+                .unwrap(),
+        )
+    };
+    let llm = slow();
+    let mut c = plain();
+    c.limits.max_concurrent = 2;
+    let stack = Arc::new(resilient(llm.clone(), &c));
+    let t0 = Instant::now();
+    burst(&stack, 4).await;
+    assert_eq!(Instant::now() - t0, Duration::from_secs(2), "two at a time");
+
+    // Each request is estimated at 4 + 512 tokens: two fit in 1,100 a minute,
+    // the third waits for the refill of what it lacks.
+    let llm = slow();
+    let mut c = plain();
+    c.limits.tokens_per_minute = 1_100;
+    let stack = Arc::new(resilient(llm.clone(), &c));
+    let t0 = Instant::now();
+    burst(&stack, 3).await;
+    let mut starts = starts_ms(&llm, t0);
+    starts.sort_unstable();
+    assert_eq!(&starts[..2], &[0, 0]);
+    // 1,100 - 2 × 516 = 68 left; 448 more at 1,100 a minute take 24.4 s.
+    assert!((24_000..25_000).contains(&starts[2]), "{starts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_switches_providers_when_the_first_is_open_or_refuses() {
+    let primary = Arc::new(failing(MockError::http(503), 1_000));
+    let secondary = Arc::new(MockLlm::builder().record().build().unwrap());
+    let mut c = LlmCallConfig::default();
+    c.breaker.failure_threshold = 2;
+    let first = Arc::new(resilient(primary.clone(), &c));
+    let llm = FallbackLlm::from_first(
+        first.clone(),
+        [Arc::new(resilient(secondary.clone(), &c)) as Arc<dyn LlmProvider>],
+    );
+    // Retryable failures go back to the caller (to retry) while the circuit is closed.
+    for _ in 0..2 {
+        assert!(matches!(
+            llm.complete(request()).await,
+            Err(LlmError::Server { .. })
+        ));
+    }
+    assert_eq!(first.circuit(), CircuitState::Open);
+    // Open: the next provider answers at once.
+    assert!(llm.complete(request()).await.is_ok());
+    assert_eq!((primary.calls().len(), secondary.calls().len()), (2, 1));
+
+    // A permanent refusal (401) also moves on.
+    let refusing = Arc::new(failing(MockError::http(401), 1_000));
+    let secondary = Arc::new(MockLlm::builder().record().build().unwrap());
+    let llm = FallbackLlm::from_first(
+        Arc::new(resilient(refusing.clone(), &c)),
+        [Arc::new(resilient(secondary.clone(), &c)) as Arc<dyn LlmProvider>],
+    );
+    assert!(llm.complete(request()).await.is_ok());
+    assert_eq!((refusing.calls().len(), secondary.calls().len()), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_complete_when_30_percent_of_llm_calls_fail_transiently() {
+    let mut builder = MockLlm::builder().seed(7);
+    for kind in [CallKind::Plan, CallKind::Work, CallKind::Synthesize] {
+        builder = builder.fault(Fault::on(kind, 0.3, MockError::http(503)));
+    }
+    let llm = Arc::new(builder.record().build().unwrap());
+    let mut c = config();
+    // 0.3^5: the breaker may open now and then; it must not stall the run for long.
+    c.llm.breaker.reset_timeout = Duration::from_millis(200);
+    let troupe = troupe(llm.clone(), c).await;
+    let handles: Vec<_> =
+        futures::future::join_all((0..40).map(|n| troupe.submit(format!("Goal {n}"))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    for handle in handles {
+        let task = handle.wait().await.unwrap();
+        assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
+    }
+    let failed = llm.calls().iter().filter(|c| c.outcome.is_err()).count();
+    let all = llm.calls().len();
+    assert!(
+        failed * 100 >= all * 20,
+        "the faults fired: {failed} of {all}"
+    );
+    troupe.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stderr)] // the figures, for the record
+async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_process_answers() {
+    let mut builder = MockLlm::builder().seed(11);
+    for kind in [
+        CallKind::Plan,
+        CallKind::Work,
+        CallKind::Synthesize,
+        CallKind::Evaluate,
+        CallKind::Replan,
+    ] {
+        builder = builder.fault(Fault::on(kind, 0.5, MockError::http(503)));
+    }
+    let llm = Arc::new(builder.build().unwrap());
+    let mut c = config();
+    c.llm.breaker.reset_timeout = Duration::from_millis(50);
+    let troupe = Arc::new(troupe(llm, c).await);
+
+    // A probe that should wake every 20 ms: how late does it get under the load?
+    let stop = tokio_util::sync::CancellationToken::new();
+    let probe = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut worst = Duration::ZERO;
+            while !stop.is_cancelled() {
+                let asked = Instant::now();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                worst = worst.max(asked.elapsed().saturating_sub(Duration::from_millis(20)));
+            }
+            worst
+        }
+    });
+    let handles: Vec<_> =
+        futures::future::join_all((0..1_000).map(|n| troupe.submit(format!("Goal {n}"))))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(300),
+        futures::future::join_all(handles.into_iter().map(|h| h.wait())),
+    )
+    .await
+    .expect("every task ends: none hangs");
+    stop.cancel();
+    let worst = probe.await.unwrap();
+    let mut completed = 0;
+    for task in ended {
+        let task = task.unwrap();
+        match task.status {
+            TaskStatus::Completed => completed += 1,
+            TaskStatus::Failed => assert!(task.error.is_some_and(|e| !e.is_empty())),
+            other => panic!("task {} ended {other}", task.id),
+        }
+    }
+    eprintln!(
+        "1,000 tasks, half the LLM calls failing: {completed} completed; the 20 ms probe was at worst {worst:?} late"
+    );
+    assert!(completed >= 900, "{completed} of 1,000 completed");
+    // Liveness, with a wide margin for a busy 2-core machine: the runtime never stalls.
+    assert!(
+        worst < Duration::from_secs(2),
+        "a 20 ms timer fired {worst:?} late"
+    );
+    // The process still answers: a read of the store.
+    assert!(troupe.running() == 0);
+    if let Ok(troupe) = Arc::try_unwrap(troupe) {
+        troupe.shutdown().await;
+    }
+}
