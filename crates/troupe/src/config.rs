@@ -46,6 +46,10 @@ pub struct OrchestratorConfig {
     /// Whether the LLM is asked to judge a stuck run (progress made? in a
     /// loop? re-plan or give up?) before a re-plan.
     pub evaluate_progress: bool,
+    /// A circuit breaker per worker role: after `failure_threshold`
+    /// failures in a row (timeouts, retryable errors) the role's subtasks
+    /// wait, undispatched, for `reset_timeout`; then one trial goes.
+    pub role_breaker: BreakerConfig,
     /// The backoff between attempts of a subtask.
     pub retry: BackoffConfig,
     /// The most tokens of earlier results (a worker's dependencies, the
@@ -75,6 +79,7 @@ impl Default for OrchestratorConfig {
             max_replans: 1,
             max_stalls: 3,
             evaluate_progress: true,
+            role_breaker: BreakerConfig::default(),
             retry: BackoffConfig::default(),
             prompt_budget_tokens: 6_000,
             max_goal_chars: 100_000,
@@ -311,6 +316,15 @@ impl TroupeConfig {
         )?;
         at_least("orchestrator.max_goal_chars", o.max_goal_chars, 1)?;
         o.retry.validate("orchestrator.retry")?;
+        at_least(
+            "orchestrator.role_breaker.failure_threshold",
+            o.role_breaker.failure_threshold,
+            1,
+        )?;
+        nonzero(
+            "orchestrator.role_breaker.reset_timeout",
+            o.role_breaker.reset_timeout,
+        )?;
         let w = &self.workers;
         at_least("workers.per_role", w.per_role, 1)?;
         at_least("workers.concurrency", w.concurrency, 1)?;

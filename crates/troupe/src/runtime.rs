@@ -349,6 +349,7 @@ impl TroupeBuilder {
             planner,
             config: self.config.clone(),
             recorder: recorder.clone(),
+            roles: roles.iter().map(|r| r.role.clone()).collect(),
         };
         let orchestrator = Orchestrator::start(parts, shutdown.clone()).await?;
 

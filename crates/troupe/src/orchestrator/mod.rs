@@ -25,14 +25,15 @@ use troupe_core::ledger::{EventKind, NewProgressEntry};
 use troupe_core::llm::LlmProvider;
 use troupe_core::store::Stores;
 use troupe_core::task::{TaskRecord, TaskStatus};
-use troupe_core::{AgentId, TaskId};
+use troupe_core::{AgentId, Role, TaskId};
 
 use self::driver::Driver;
 use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
 use crate::error::TroupeError;
-use crate::telemetry::metrics::{PENDING_TASKS, TASKS_TOTAL};
+use crate::resilience::Circuit;
+use crate::telemetry::metrics::{PENDING_TASKS, ROLE_CIRCUIT_STATE, TASKS_TOTAL};
 
 /// What every driver shares.
 pub(crate) struct Shared {
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     shutdown: CancellationToken,
     drivers: Mutex<HashMap<TaskId, DriverSlot>>,
+    /// One circuit breaker per worker role, shared by every task.
+    role_circuits: HashMap<Role, Arc<Circuit>>,
 }
 
 struct DriverSlot {
@@ -54,6 +57,11 @@ struct DriverSlot {
 }
 
 impl Shared {
+    /// The breaker of `role`, if the role is known and breakers are on.
+    pub(crate) fn role_circuit(&self, role: &Role) -> Option<&Arc<Circuit>> {
+        self.role_circuits.get(role)
+    }
+
     fn drivers(&self) -> MutexGuard<'_, HashMap<TaskId, DriverSlot>> {
         // The map is consistent after every operation; a poisoned lock is safe to reuse.
         self.drivers
@@ -103,6 +111,8 @@ pub(crate) struct OrchestratorParts {
     pub(crate) planner: Planner,
     pub(crate) config: TroupeConfig,
     pub(crate) recorder: Recorder,
+    /// The roles plans may use.
+    pub(crate) roles: Vec<Role>,
 }
 
 impl Orchestrator {
@@ -116,7 +126,22 @@ impl Orchestrator {
             .bus
             .subscribe(&inbox, "orchestrator", &parts.agent)
             .await?;
+        let breaker = &parts.config.orchestrator.role_breaker;
+        let role_circuits = if breaker.enabled {
+            parts
+                .roles
+                .iter()
+                .map(|role| {
+                    let circuit =
+                        Circuit::new(ROLE_CIRCUIT_STATE, "role", role.as_str(), breaker.clone());
+                    (role.clone(), Arc::new(circuit))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let shared = Arc::new(Shared {
+            role_circuits,
             agent: parts.agent,
             inbox,
             stores: parts.stores,

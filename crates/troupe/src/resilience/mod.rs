@@ -11,12 +11,15 @@
 //! `Retry-After` and an open circuit's reset time) between attempts.
 
 mod breaker;
+mod circuit;
 mod fallback;
 mod policy;
 mod stack;
 mod tokens;
 
-pub use breaker::{Breaker, BreakerLayer, CircuitState};
+pub use breaker::{Breaker, BreakerLayer};
+pub(crate) use circuit::Circuit;
+pub use circuit::CircuitState;
 pub use fallback::FallbackLlm;
 pub use policy::{RetryPolicy, Retryable};
 pub use stack::{ResilientLlm, resilient};

@@ -10,7 +10,8 @@ use tower::util::BoxCloneService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt as _};
 use troupe_core::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider};
 
-use super::breaker::{BreakerLayer, CircuitState};
+use super::breaker::BreakerLayer;
+use super::circuit::CircuitState;
 use super::tokens::TokenBudgetLayer;
 use crate::config::LlmCallConfig;
 

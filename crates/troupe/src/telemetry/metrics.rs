@@ -32,9 +32,11 @@ pub const LLM_TOKENS_TOTAL: &str = "multiagent_llm_tokens_total";
 pub const LLM_ERRORS_TOTAL: &str = "multiagent_llm_errors_total";
 /// Gauge: each provider's circuit breaker, by `provider`: 0 closed, 1 half-open, 2 open.
 pub const LLM_CIRCUIT_STATE: &str = "multiagent_llm_circuit_state";
+/// Gauge: each worker role's circuit breaker, by `role`: 0 closed, 1 half-open, 2 open.
+pub const ROLE_CIRCUIT_STATE: &str = "multiagent_role_circuit_state";
 
 /// Every metric name above.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     TASKS_TOTAL,
     TASK_DURATION_SECONDS,
     PENDING_TASKS,
@@ -47,6 +49,7 @@ pub const ALL: [&str; 12] = [
     LLM_TOKENS_TOTAL,
     LLM_ERRORS_TOTAL,
     LLM_CIRCUIT_STATE,
+    ROLE_CIRCUIT_STATE,
 ];
 
 /// Every histogram's bucket bounds, in seconds: from a fast message to a
@@ -99,6 +102,10 @@ pub fn describe() {
     describe_gauge!(
         LLM_CIRCUIT_STATE,
         "Circuit breaker of each LLM provider: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
+        ROLE_CIRCUIT_STATE,
+        "Circuit breaker of each worker role: 0 closed, 1 half-open, 2 open."
     );
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use troupe::config::{BackoffConfig, LlmCallConfig};
 use troupe::resilience::{CircuitState, FallbackLlm, RetryPolicy, resilient};
+use troupe_core::ledger::EventKind;
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider};
 use troupe_core::task::TaskStatus;
 use troupe_testkit::mock::{Fault, MockError, MockLlm, Step};
@@ -359,6 +360,7 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     let llm = Arc::new(builder.build().unwrap());
     let mut c = config();
     c.llm.breaker.reset_timeout = Duration::from_millis(50);
+    c.orchestrator.role_breaker.reset_timeout = Duration::from_millis(50);
     let troupe = Arc::new(troupe(llm, c).await);
 
     // A probe that should wake every 20 ms: how late does it get under the load?
@@ -412,4 +414,57 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     if let Ok(troupe) = Arc::try_unwrap(troupe) {
         troupe.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
+    // The researcher's LLM calls fail 3 times, then answer.
+    let llm = Arc::new(
+        MockLlm::builder()
+            .step(
+                Step::on(CallKind::Work)
+                    .role("researcher")
+                    .error(MockError::http(503))
+                    .times(3),
+            )
+            .build()
+            .unwrap(),
+    );
+    let mut c = config();
+    c.llm.max_attempts = 1;
+    c.llm.breaker.enabled = false;
+    c.orchestrator.max_attempts = 10;
+    c.orchestrator.max_stalls = 100;
+    c.orchestrator.role_breaker.failure_threshold = 2;
+    c.orchestrator.role_breaker.reset_timeout = Duration::from_secs(1);
+    let troupe = troupe(llm, c).await;
+    let task = troupe.run("Anything").await.unwrap();
+    assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
+    let entries = troupe.progress(task.id).await.unwrap();
+    let attempts = |event: EventKind| -> Vec<(u32, chrono::DateTime<chrono::Utc>)> {
+        entries
+            .iter()
+            .filter(|e| {
+                e.event == event && e.subtask_id.as_ref().is_some_and(|s| s.as_str() == "s1")
+            })
+            .map(|e| (e.attempt.unwrap_or(0), e.at))
+            .collect()
+    };
+    let dispatched = attempts(EventKind::SubtaskDispatched);
+    let failed = attempts(EventKind::AttemptFailed);
+    assert_eq!(dispatched.len(), 4, "3 failures and the success");
+    // Attempts 1 and 2 fail 10–50 ms apart (the retry backoff); the second
+    // failure opens the role's circuit: attempt 3 (the trial) waits the reset time.
+    let gap = |later: chrono::DateTime<chrono::Utc>, earlier: chrono::DateTime<chrono::Utc>| {
+        (later - earlier).to_std().unwrap()
+    };
+    assert!(gap(dispatched[1].1, failed[0].1) < Duration::from_millis(900));
+    assert!(
+        gap(dispatched[2].1, failed[1].1) >= Duration::from_millis(950),
+        "the trial waited for the reset: {:?}",
+        gap(dispatched[2].1, failed[1].1)
+    );
+    // The trial failed: open again, another full wait before attempt 4, which succeeds and closes it.
+    assert!(gap(dispatched[3].1, failed[2].1) >= Duration::from_millis(950));
+    troupe.shutdown().await;
 }

@@ -27,11 +27,37 @@ impl Driver {
         let timeout = self.shared.config.orchestrator.subtask_timeout;
         let mut sends = Vec::with_capacity(ready.len());
         for id in ready {
+            // While the role's breaker is open its subtasks wait, undispatched.
+            let gate = self
+                .ledger
+                .subtask(&id)
+                .and_then(|s| self.shared.role_circuit(&s.role))
+                .cloned();
+            let trial = match gate.as_ref().map(|c| c.admit()) {
+                Some(Err(wait)) => {
+                    tracing::debug!(subtask_id = %id, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "the role's circuit is open; the subtask waits");
+                    self.retry_at.insert(id, now + wait);
+                    continue;
+                }
+                Some(Ok(trial)) => trial,
+                None => false,
+            };
             self.retry_at.remove(&id);
             let attempt = self.ledger.subtask(&id).map_or(1, |s| s.attempts + 1);
             let change = SubtaskChange::Dispatched { attempt };
             if !matches!(self.ledger.apply(&id, &change), Ok(Applied::Changed)) {
+                if let Some(circuit) = gate
+                    && trial
+                {
+                    circuit.abandon_trial();
+                }
                 continue;
+            }
+            if let Some(circuit) = gate
+                && let Some((old, true)) = self.attempt_gates.insert(id.clone(), (circuit, trial))
+            {
+                old.abandon_trial();
             }
             let (role, mut envelope) = self.assignment(&id, attempt)?;
             // The attempt's span: the worker's span is its child, through the envelope.

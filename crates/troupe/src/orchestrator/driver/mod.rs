@@ -28,6 +28,7 @@ use troupe_core::{AgentId, SubtaskId};
 
 use super::Shared;
 use crate::config::duration::format as fmt;
+use crate::resilience::Circuit;
 use crate::telemetry::metrics::{TASK_DURATION_SECONDS, TASKS_TOTAL};
 
 /// Why a task's run ended early.
@@ -80,6 +81,8 @@ pub(super) struct Driver {
     request_id: String,
     /// The `subtask.dispatch` span of each attempt in flight.
     attempt_spans: HashMap<SubtaskId, tracing::Span>,
+    /// The role breaker each attempt in flight passed, and whether as its trial.
+    attempt_gates: HashMap<SubtaskId, (Arc<Circuit>, bool)>,
     /// When this process took the task (for its duration metric).
     started: std::time::Instant,
 }
@@ -109,6 +112,7 @@ impl Driver {
             unrecorded: Usage::default(),
             request_id,
             attempt_spans: HashMap::new(),
+            attempt_gates: HashMap::new(),
             started: std::time::Instant::now(),
         }
     }
@@ -123,10 +127,25 @@ impl Driver {
         }
     }
 
-    /// Ends the spans of every attempt in flight (a new plan replaced them).
+    /// Ends the spans of every attempt in flight (a new plan replaced them,
+    /// or the task ended); their role-breaker trials say nothing.
     fn close_superseded_attempts(&mut self) {
         for (_, span) in self.attempt_spans.drain() {
             span.record("outcome", "superseded");
+        }
+        for (_, (circuit, trial)) in self.attempt_gates.drain() {
+            if trial {
+                circuit.abandon_trial();
+            }
+        }
+    }
+
+    /// Tells the attempt's role breaker how it went: `failed` for a timeout or
+    /// a retryable error (the role's workers are unwell), not for a result or
+    /// a permanent refusal (they answered).
+    fn gate_outcome(&mut self, id: &SubtaskId, failed: bool) {
+        if let Some((circuit, trial)) = self.attempt_gates.remove(id) {
+            circuit.record(failed, trial);
         }
     }
 
@@ -167,7 +186,7 @@ impl Driver {
         if status == TaskStatus::Failed {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
-        self.attempt_spans.clear();
+        self.close_superseded_attempts();
         ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
             .record(self.started.elapsed().as_secs_f64());
         if let Err(e) = self.finish(status, result, error).await {
@@ -300,6 +319,14 @@ impl Driver {
                     self.ledger
                         .subtask(id)
                         .is_some_and(|s| s.status == SubtaskStatus::Pending)
+                });
+                let ledger = &self.ledger;
+                self.attempt_gates.retain(|id, (circuit, trial)| {
+                    let keep = ledger.subtask(id).is_some_and(|s| s.status.is_in_flight());
+                    if !keep && *trial {
+                        circuit.abandon_trial();
+                    }
+                    keep
                 });
                 Ok(())
             }

@@ -130,6 +130,7 @@ impl Driver {
         self.ledger.add_usage(result.usage);
         self.deadlines.remove(id);
         self.close_attempt(id, "completed", false);
+        self.gate_outcome(id, false);
         self.stalls = 0;
         self.record_spent(
             Some(from),
@@ -168,6 +169,7 @@ impl Driver {
         self.ledger.add_usage(usage);
         self.deadlines.remove(id);
         self.close_attempt(id, if retry { "retry" } else { "failed" }, true);
+        self.gate_outcome(id, retryable);
         self.stalls += 1;
         if retry {
             let wait = backoff::delay(&config.retry, attempt, None);

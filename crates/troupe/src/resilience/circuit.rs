@@ -1,0 +1,187 @@
+//! [`Circuit`]: the circuit breaker's state machine, shared by the LLM
+//! provider layer ([`BreakerLayer`](super::BreakerLayer)) and the
+//! orchestrator's per-role gates. Closed, it counts failures in a row; at the
+//! threshold it opens and refuses everything until the reset time; then it
+//! is half-open: one trial goes through (the others are still refused) and
+//! its outcome closes or reopens it. Every change is a log event and a gauge.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::BreakerConfig;
+
+/// Where a breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    /// Calls pass; failures in a row are counted.
+    Closed,
+    /// Calls fail at once until the reset time.
+    Open,
+    /// One trial call decides.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// The gauge's value: 0 closed, 1 half-open, 2 open.
+    fn gauge(self) -> f64 {
+        match self {
+            CircuitState::Closed => 0.0,
+            CircuitState::HalfOpen => 1.0,
+            CircuitState::Open => 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_running: bool },
+}
+
+fn current(state: &State) -> CircuitState {
+    match state {
+        State::Closed { .. } => CircuitState::Closed,
+        State::Open { .. } => CircuitState::Open,
+        State::HalfOpen { .. } => CircuitState::HalfOpen,
+    }
+}
+
+/// How long a refused caller is told to wait while a trial runs.
+const TRIAL_WAIT: Duration = Duration::from_secs(1);
+
+/// One breaker: what it guards (`label` = `name` on its gauge `metric`).
+#[derive(Debug)]
+pub(crate) struct Circuit {
+    metric: &'static str,
+    label: &'static str,
+    name: String,
+    config: BreakerConfig,
+    state: Mutex<State>,
+}
+
+impl Circuit {
+    /// A closed circuit; its gauge is set at once.
+    pub(crate) fn new(
+        metric: &'static str,
+        label: &'static str,
+        name: impl Into<String>,
+        config: BreakerConfig,
+    ) -> Self {
+        let circuit = Self {
+            metric,
+            label,
+            name: name.into(),
+            config,
+            state: Mutex::new(State::Closed { failures: 0 }),
+        };
+        circuit.publish(CircuitState::Closed);
+        circuit
+    }
+
+    /// What it guards.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every critical section leaves the state whole; a poisoned lock is safe to reuse.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, state: CircuitState) {
+        ::metrics::gauge!(self.metric, self.label => self.name.clone()).set(state.gauge());
+    }
+
+    /// Where it stands now (an open circuit past its reset time reports
+    /// open until something asks to pass).
+    pub(crate) fn state(&self) -> CircuitState {
+        current(&self.lock())
+    }
+
+    /// Lets one through (`Ok(is_trial)`) or says how long to wait.
+    pub(crate) fn admit(&self) -> Result<bool, Duration> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match *state {
+            State::Closed { .. } => Ok(false),
+            State::Open { until } if now < until => Err(until - now),
+            State::Open { .. } => {
+                *state = State::HalfOpen {
+                    trial_running: true,
+                };
+                drop(state);
+                tracing::info!(circuit = self.label, name = %self.name, "circuit half-open: one trial");
+                self.publish(CircuitState::HalfOpen);
+                Ok(true)
+            }
+            State::HalfOpen {
+                trial_running: true,
+            } => Err(self.config.reset_timeout.min(TRIAL_WAIT)),
+            State::HalfOpen {
+                trial_running: false,
+            } => {
+                *state = State::HalfOpen {
+                    trial_running: true,
+                };
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes an outcome into account: `failed` says whether it counts
+    /// against what the circuit guards; `trial` is what [`admit`](Self::admit) said.
+    pub(crate) fn record(&self, failed: bool, trial: bool) {
+        let mut state = self.lock();
+        let before = current(&state);
+        let reopen = State::Open {
+            until: Instant::now() + self.config.reset_timeout,
+        };
+        *state = match (*state, failed, trial) {
+            (_, false, true) => State::Closed { failures: 0 },
+            (_, true, true) => reopen,
+            (State::Closed { .. }, false, false) => State::Closed { failures: 0 },
+            (State::Closed { failures }, true, false) => {
+                if failures + 1 >= self.config.failure_threshold {
+                    reopen
+                } else {
+                    State::Closed {
+                        failures: failures + 1,
+                    }
+                }
+            }
+            // Let through before the circuit opened: says nothing new.
+            (unchanged, _, false) => unchanged,
+        };
+        let after = current(&state);
+        drop(state);
+        if before != after {
+            match after {
+                CircuitState::Open => tracing::warn!(
+                    circuit = self.label,
+                    name = %self.name,
+                    threshold = self.config.failure_threshold,
+                    reset_after_ms = u64::try_from(self.config.reset_timeout.as_millis()).unwrap_or(u64::MAX),
+                    "circuit opened: refusing until the reset time"
+                ),
+                CircuitState::Closed => {
+                    tracing::info!(circuit = self.label, name = %self.name, "circuit closed");
+                }
+                CircuitState::HalfOpen => {}
+            }
+            self.publish(after);
+        }
+    }
+
+    /// A trial ended without an outcome (dropped, cancelled): let the next one try.
+    pub(crate) fn abandon_trial(&self) {
+        let mut state = self.lock();
+        if matches!(*state, State::HalfOpen { .. }) {
+            *state = State::HalfOpen {
+                trial_running: false,
+            };
+        }
+    }
+}
