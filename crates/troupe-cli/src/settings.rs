@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 use troupe::TroupeConfig;
-use troupe::config::{LlmCallConfig, OrchestratorConfig, WorkersConfig, duration};
+use troupe::config::{LlmCallConfig, OrchestratorConfig, RetryConfig, WorkersConfig, duration};
 use troupe_llm::{LocalModelConfig, StructuredOutput};
 
 use crate::cli::BackendArgs;
@@ -29,6 +29,7 @@ struct FileConfig {
     orchestrator: OrchestratorConfig,
     workers: WorkersConfig,
     llm: LlmCallConfig,
+    retry: RetryConfig,
     /// Read and checked by [`crate::telemetry`].
     log: serde::de::IgnoredAny,
     /// Read and checked by [`crate::telemetry`].
@@ -141,6 +142,7 @@ impl Settings {
             orchestrator: parsed.orchestrator,
             workers: parsed.workers,
             llm: parsed.llm,
+            retry: parsed.retry,
         };
         runtime.validate()?;
         parsed.local.validate()?;

@@ -16,6 +16,52 @@ pub struct TroupeConfig {
     pub workers: WorkersConfig,
     /// How LLM calls are made.
     pub llm: LlmCallConfig,
+    /// How failed store and bus operations are retried.
+    pub retry: RetryConfig,
+}
+
+/// Retries of store and bus operations that failed for a passing reason
+/// (the database or the broker unavailable, a queue full).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Store operations (task ledger and progress ledger).
+    pub store: RetrySettings,
+    /// Bus operations (publishing).
+    pub bus: RetrySettings,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        let quick = RetrySettings {
+            max_attempts: 5,
+            backoff: BackoffConfig {
+                initial: Duration::from_millis(50),
+                max: Duration::from_secs(2),
+                ..BackoffConfig::default()
+            },
+        };
+        Self {
+            store: quick.clone(),
+            bus: quick,
+        }
+    }
+}
+
+/// How many attempts, and the backoff between them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Attempts in all (1: no retry).
+    pub max_attempts: u32,
+    /// The backoff between them.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetryConfig::default().store
+    }
 }
 
 /// The characters per token assumed when fitting text into a token budget
@@ -339,6 +385,10 @@ impl TroupeConfig {
             1,
         )?;
         nonzero("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
+        at_least("retry.store.max_attempts", self.retry.store.max_attempts, 1)?;
+        self.retry.store.backoff.validate("retry.store.backoff")?;
+        at_least("retry.bus.max_attempts", self.retry.bus.max_attempts, 1)?;
+        self.retry.bus.backoff.validate("retry.bus.backoff")?;
         if let Some(t) = l.temperature
             && !(0.0..=2.0).contains(&t)
         {

@@ -18,7 +18,7 @@ use crate::error::TroupeError;
 use crate::orchestrator::planner::Planner;
 use crate::orchestrator::recorder::Recorder;
 use crate::orchestrator::{Orchestrator, OrchestratorParts, TaskHandle};
-use crate::resilience;
+use crate::resilience::{self, RetryPolicy};
 use crate::telemetry::ObservedBus;
 use crate::telemetry::metrics::{QUEUE_DEPTH, topic_label};
 use crate::worker::runner::Runner;
@@ -309,8 +309,15 @@ impl TroupeBuilder {
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
         let llm = resilience::compose(llm, self.fallbacks, &self.config.llm);
         let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
-        let bus: Arc<dyn Bus> = Arc::new(ObservedBus::new(bus));
-        let stores = self.stores.unwrap_or_else(Stores::memory);
+        let retry = &self.config.retry;
+        let bus: Arc<dyn Bus> = Arc::new(resilience::RetryingBus {
+            inner: Arc::new(ObservedBus::new(bus)),
+            policy: RetryPolicy::new(retry.bus.max_attempts, retry.bus.backoff.clone()),
+        });
+        let stores = resilience::retrying_stores(
+            self.stores.unwrap_or_else(Stores::memory),
+            RetryPolicy::new(retry.store.max_attempts, retry.store.backoff.clone()),
+        );
 
         let mut workers: Vec<(RoleInfo, Arc<dyn Worker>)> = Vec::new();
         for (info, worker) in self.custom {

@@ -14,6 +14,7 @@ mod breaker;
 mod circuit;
 mod fallback;
 mod policy;
+mod retrying;
 mod stack;
 mod tokens;
 
@@ -22,6 +23,7 @@ pub(crate) use circuit::Circuit;
 pub use circuit::CircuitState;
 pub use fallback::FallbackLlm;
 pub use policy::{RetryPolicy, Retryable};
+pub(crate) use retrying::{RetryingBus, retrying_stores};
 pub use stack::{ResilientLlm, resilient};
 pub use tokens::{TokenBudget, TokenBudgetLayer};
 

@@ -11,6 +11,7 @@ use troupe::config::{BackoffConfig, LlmCallConfig};
 use troupe::resilience::{CircuitState, FallbackLlm, RetryPolicy, resilient};
 use troupe_core::ledger::EventKind;
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider};
+use troupe_core::store::StoreError;
 use troupe_core::task::TaskStatus;
 use troupe_testkit::mock::{Fault, MockError, MockLlm, Step};
 
@@ -467,4 +468,201 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
     // The trial failed: open again, another full wait before attempt 4, which succeeds and closes it.
     assert!(gap(dispatched[3].1, failed[2].1) >= Duration::from_millis(950));
     troupe.shutdown().await;
+}
+
+/// A store that fails (as unavailable) every `every`-th operation, or all of them after `dies_after`.
+struct FlakyStore {
+    tasks: Arc<dyn troupe_core::store::TaskStore>,
+    progress: Arc<dyn troupe_core::store::ProgressStore>,
+    calls: std::sync::atomic::AtomicU32,
+    every: u32,
+    dies_after: u32,
+}
+
+impl FlakyStore {
+    fn check(&self) -> Result<(), StoreError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n > self.dies_after || n.is_multiple_of(self.every) {
+            Err(StoreError::Unavailable(format!(
+                "call {n}: connection refused"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl troupe_core::store::TaskStore for FlakyStore {
+    async fn create_task(&self, task: &troupe_core::task::TaskRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.tasks.create_task(task).await
+    }
+    async fn get_task(
+        &self,
+        id: troupe_core::TaskId,
+    ) -> Result<Option<troupe_core::task::TaskRecord>, StoreError> {
+        self.check()?;
+        self.tasks.get_task(id).await
+    }
+    async fn list_tasks(
+        &self,
+        q: &troupe_core::store::TaskQuery,
+    ) -> Result<Vec<troupe_core::task::TaskSummary>, StoreError> {
+        self.check()?;
+        self.tasks.list_tasks(q).await
+    }
+    async fn update_task(
+        &self,
+        id: troupe_core::TaskId,
+        u: &troupe_core::store::TaskUpdate,
+    ) -> Result<troupe_core::ledger::Applied, StoreError> {
+        self.check()?;
+        self.tasks.update_task(id, u).await
+    }
+    async fn save_plan(
+        &self,
+        id: troupe_core::TaskId,
+        revision: u32,
+        facts: &[String],
+        subtasks: &[troupe_core::task::SubtaskRecord],
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.tasks.save_plan(id, revision, facts, subtasks).await
+    }
+    async fn update_subtask(
+        &self,
+        id: troupe_core::TaskId,
+        s: &troupe_core::SubtaskId,
+        c: &troupe_core::ledger::SubtaskChange,
+    ) -> Result<troupe_core::ledger::Applied, StoreError> {
+        self.check()?;
+        self.tasks.update_subtask(id, s, c).await
+    }
+}
+
+#[async_trait::async_trait]
+impl troupe_core::store::ProgressStore for FlakyStore {
+    async fn append(
+        &self,
+        e: troupe_core::ledger::NewProgressEntry,
+    ) -> Result<troupe_core::ledger::ProgressEntry, StoreError> {
+        self.check()?;
+        self.progress.append(e).await
+    }
+    async fn entries(
+        &self,
+        task: troupe_core::TaskId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<troupe_core::ledger::ProgressEntry>, StoreError> {
+        self.check()?;
+        self.progress.entries(task, after, limit).await
+    }
+}
+
+fn flaky_store(every: u32, dies_after: u32) -> Arc<FlakyStore> {
+    let inner = troupe_core::store::Stores::memory();
+    Arc::new(FlakyStore {
+        tasks: inner.tasks,
+        progress: inner.progress,
+        calls: std::sync::atomic::AtomicU32::new(0),
+        every,
+        dies_after,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_bus_operations_that_fail_for_a_moment_are_retried() {
+    let store = flaky_store(3, u32::MAX);
+    let bus = Arc::new(FlakyBus {
+        inner: troupe_core::bus::MemoryBus::default(),
+        calls: std::sync::atomic::AtomicU32::new(0),
+    });
+    let troupe = troupe::Troupe::builder()
+        .llm(Arc::new(MockLlm::builtin()))
+        .stores(troupe_core::store::Stores::from_backend(store.clone()))
+        .bus(bus.clone())
+        .config(config())
+        .build()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        let task = troupe.run(format!("Goal {n}")).await.unwrap();
+        assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
+    }
+    let store_calls = store.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let bus_calls = bus.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        store_calls >= 60 && bus_calls >= 30,
+        "{store_calls} store calls, {bus_calls} publishes: a third and a half failed"
+    );
+    troupe.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_dies_fails_the_task_with_the_reason_instead_of_hanging() {
+    let store = flaky_store(u32::MAX, 8);
+    let troupe = troupe::Troupe::builder()
+        .llm(Arc::new(MockLlm::builtin()))
+        .stores(troupe_core::store::Stores::from_backend(store))
+        .config(config())
+        .build()
+        .await
+        .unwrap();
+    let handle = troupe.submit("Anything").await.unwrap();
+    let task = tokio::time::timeout(Duration::from_secs(30), handle.wait())
+        .await
+        .expect("the task ends")
+        .unwrap();
+    assert_eq!(task.status, TaskStatus::Failed);
+    let reason = task.error.unwrap();
+    assert!(
+        reason.contains("the store failed") && reason.contains("connection refused"),
+        "{reason}"
+    );
+    // Now dead: a new task is refused at once with the store's error, after the retries.
+    let refused = troupe.submit("Another").await.unwrap_err();
+    assert!(refused.to_string().contains("unavailable"), "{refused}");
+    troupe.shutdown().await;
+}
+
+/// A bus whose every second publish fails as unavailable.
+struct FlakyBus {
+    inner: troupe_core::bus::MemoryBus,
+    calls: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl troupe_core::bus::Bus for FlakyBus {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn publish(
+        &self,
+        topic: &str,
+        envelope: troupe_core::envelope::Envelope,
+    ) -> Result<(), troupe_core::bus::BusError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n.is_multiple_of(2) {
+            return Err(troupe_core::bus::BusError::Unavailable(
+                "broker restarting".into(),
+            ));
+        }
+        self.inner.publish(topic, envelope).await
+    }
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &troupe_core::AgentId,
+    ) -> Result<Box<dyn troupe_core::bus::Subscription>, troupe_core::bus::BusError> {
+        self.inner.subscribe(topic, group, consumer).await
+    }
+    async fn dead_letters(
+        &self,
+        topic: &str,
+    ) -> Result<Vec<troupe_core::bus::DeadLetter>, troupe_core::bus::BusError> {
+        self.inner.dead_letters(topic).await
+    }
 }

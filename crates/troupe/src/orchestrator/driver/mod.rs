@@ -402,19 +402,12 @@ impl Driver {
     ) -> Result<(), StoreError> {
         let task_id = self.ledger.id();
         ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
-        if status != TaskStatus::Completed {
-            let cancelled = self.ledger.cancel_open();
-            let tasks = &self.shared.stores.tasks;
-            for written in join_all(
-                cancelled
-                    .iter()
-                    .map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled)),
-            )
-            .await
-            {
-                written?;
-            }
-        }
+        // The ledger in memory first: the caller sees the end even if the store fails.
+        let cancelled = if status == TaskStatus::Completed {
+            Vec::new()
+        } else {
+            self.ledger.cancel_open()
+        };
         let now = troupe_core::time::now();
         let detail = match (&result, &error) {
             (Some(answer), _) => format!("answer of {} characters", answer.chars().count()),
@@ -423,6 +416,16 @@ impl Driver {
         };
         self.ledger
             .finish(status, result.clone(), error.clone(), now);
+        let tasks = &self.shared.stores.tasks;
+        for written in join_all(
+            cancelled
+                .iter()
+                .map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled)),
+        )
+        .await
+        {
+            written?;
+        }
         let update = TaskUpdate {
             status: Some(status),
             result,

@@ -1,0 +1,188 @@
+//! Store and bus operations retried by a [`RetryPolicy`] when they fail for
+//! a passing reason (`is_retryable`: the database or broker unavailable, a
+//! queue full). Permanent errors pass through at once.
+//!
+//! Retrying a write is safe here because the runtime's writes are keyed:
+//! subtask changes and plan revisions apply once; a task created by an
+//! attempt whose answer was lost is found by the retry (`Conflict` then means
+//! done). A progress entry appended by an attempt whose answer was lost may
+//! be appended twice: the ledger then shows one step twice.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use troupe_core::bus::{Bus, BusError, DeadLetter, Subscription};
+use troupe_core::envelope::Envelope;
+use troupe_core::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
+use troupe_core::store::{ProgressStore, StoreError, Stores, TaskQuery, TaskStore, TaskUpdate};
+use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary};
+use troupe_core::{AgentId, SubtaskId, TaskId};
+
+use super::RetryPolicy;
+
+fn log_retry<E: std::fmt::Display>(what: &'static str) -> impl FnMut(u32, &E, std::time::Duration) {
+    move |attempt, e, wait| {
+        tracing::warn!(operation = what, attempt, error = %e,
+            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "operation failed; retrying");
+    }
+}
+
+/// `stores` with every operation retried by `policy`.
+pub(crate) fn retrying_stores(stores: Stores, policy: RetryPolicy) -> Stores {
+    Stores {
+        tasks: Arc::new(RetryingTasks {
+            inner: stores.tasks,
+            policy: policy.clone(),
+        }),
+        progress: Arc::new(RetryingProgress {
+            inner: stores.progress,
+            policy,
+        }),
+    }
+}
+
+struct RetryingTasks {
+    inner: Arc<dyn TaskStore>,
+    policy: RetryPolicy,
+}
+
+#[async_trait]
+impl TaskStore for RetryingTasks {
+    async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        self.policy
+            .run(
+                |attempt| async move {
+                    match self.inner.create_task(task).await {
+                        // An earlier attempt wrote it and its answer was lost.
+                        Err(StoreError::Conflict(_)) if attempt > 1 => Ok(()),
+                        other => other,
+                    }
+                },
+                log_retry("create_task"),
+            )
+            .await
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.policy
+            .run(|_| self.inner.get_task(id), log_retry("get_task"))
+            .await
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskSummary>, StoreError> {
+        self.policy
+            .run(|_| self.inner.list_tasks(query), log_retry("list_tasks"))
+            .await
+    }
+
+    async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.update_task(id, update),
+                log_retry("update_task"),
+            )
+            .await
+    }
+
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        revision: u32,
+        facts: &[String],
+        subtasks: &[SubtaskRecord],
+    ) -> Result<(), StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.save_plan(id, revision, facts, subtasks),
+                log_retry("save_plan"),
+            )
+            .await
+    }
+
+    async fn update_subtask(
+        &self,
+        id: TaskId,
+        subtask: &SubtaskId,
+        change: &SubtaskChange,
+    ) -> Result<Applied, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.update_subtask(id, subtask, change),
+                log_retry("update_subtask"),
+            )
+            .await
+    }
+}
+
+struct RetryingProgress {
+    inner: Arc<dyn ProgressStore>,
+    policy: RetryPolicy,
+}
+
+#[async_trait]
+impl ProgressStore for RetryingProgress {
+    async fn append(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
+        self.policy
+            .run(|_| self.inner.append(entry.clone()), log_retry("append"))
+            .await
+    }
+
+    async fn entries(
+        &self,
+        task: TaskId,
+        after_step: u64,
+        limit: usize,
+    ) -> Result<Vec<ProgressEntry>, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.entries(task, after_step, limit),
+                log_retry("entries"),
+            )
+            .await
+    }
+}
+
+/// A bus whose publishes are retried by a policy; the rest passes through
+/// (consumers already retry their receives).
+pub(crate) struct RetryingBus {
+    pub(crate) inner: Arc<dyn Bus>,
+    pub(crate) policy: RetryPolicy,
+}
+
+#[async_trait]
+impl Bus for RetryingBus {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn publish(&self, topic: &str, envelope: Envelope) -> Result<(), BusError> {
+        self.policy
+            .run(
+                |_| self.inner.publish(topic, envelope.clone()),
+                log_retry("publish"),
+            )
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &AgentId,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        self.policy
+            .run(
+                |_| self.inner.subscribe(topic, group, consumer),
+                log_retry("subscribe"),
+            )
+            .await
+    }
+
+    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
+        self.inner.dead_letters(topic).await
+    }
+
+    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
+        self.inner.depth(topic).await
+    }
+}
