@@ -98,8 +98,34 @@ pub(crate) fn llm_spec(settings: &Settings) -> String {
     }
 }
 
-/// Builds (and for `local`, starts) the LLM that `spec` names.
+/// Builds (and for `local`, starts) the LLM that `spec` names, with `--model`.
 pub(crate) async fn llm(spec: &str, settings: &Settings) -> anyhow::Result<LlmBackend> {
+    llm_with_model(spec, settings.backend.model.clone(), settings).await
+}
+
+/// The fallback providers (`--fallback-llm SPEC[#MODEL]`), in order.
+pub(crate) async fn fallbacks(settings: &Settings) -> anyhow::Result<Vec<LlmBackend>> {
+    let mut all = Vec::new();
+    for entry in &settings.backend.fallback_llm {
+        let (spec, model) = match entry.rsplit_once('#') {
+            Some((spec, model)) if !model.trim().is_empty() => {
+                (spec.trim(), Some(model.trim().to_owned()))
+            }
+            _ => (entry.trim(), None),
+        };
+        let backend = llm_with_model(spec, model, settings)
+            .await
+            .with_context(|| format!("fallback LLM {entry:?}"))?;
+        all.push(backend);
+    }
+    Ok(all)
+}
+
+async fn llm_with_model(
+    spec: &str,
+    model: Option<String>,
+    settings: &Settings,
+) -> anyhow::Result<LlmBackend> {
     match spec {
         "mock" => Ok(LlmBackend::plain(Arc::new(MockLlm::builtin()))),
         s if s.starts_with("mock:") => {
@@ -112,18 +138,14 @@ pub(crate) async fn llm(spec: &str, settings: &Settings) -> anyhow::Result<LlmBa
                 "--llm openai needs OPENAI_API_KEY in the environment (or use --llm local for the offline model)",
             )?;
             let base = env("OPENAI_BASE_URL").unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
-            let model = settings
-                .backend
-                .model
-                .clone()
-                .unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
+            let model = model.unwrap_or_else(|| DEFAULT_OPENAI_MODEL.to_owned());
             let mut config = OpenAiConfig::new(base, model).with_api_key(key);
             config.name = "openai".to_owned();
             remote(config, settings)
         }
         s if s.starts_with("http://") || s.starts_with("https://") => {
-            let model = settings.backend.model.clone().with_context(|| {
-                format!("--llm {s} needs --model NAME (the model the server should run)")
+            let model = model.with_context(|| {
+                format!("--llm {s} needs --model NAME (the model the server should run; {s}#NAME for a fallback)")
             })?;
             let mut config = OpenAiConfig::new(s, model);
             if let Some(key) = env("TROUPE_LLM_API_KEY") {

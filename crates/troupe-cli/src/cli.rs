@@ -51,6 +51,16 @@ pub(crate) struct BackendArgs {
     /// (default: openai when OPENAI_API_KEY is set, else local).
     #[arg(long, env = "TROUPE_LLM", value_name = "SPEC")]
     pub(crate) llm: Option<String>,
+    /// A provider to fall back on when the ones before are unavailable or
+    /// refuse a request for good: a --llm SPEC, with `#MODEL` to name its
+    /// model (repeat for more, in order).
+    #[arg(
+        long = "fallback-llm",
+        env = "TROUPE_FALLBACK_LLM",
+        value_delimiter = ',',
+        value_name = "SPEC[#MODEL]"
+    )]
+    pub(crate) fallback_llm: Vec<String>,
     /// The model name for the LLM.
     #[arg(long, env = "TROUPE_MODEL", value_name = "NAME")]
     pub(crate) model: Option<String>,

@@ -109,6 +109,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         .clone()
         .unwrap_or_else(|| "mock".to_owned());
     let llm = backend::llm(&llm_spec, &settings).await?;
+    let fallbacks = backend::fallbacks(&settings).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
     let bus = backend::bus(settings.backend.bus.as_deref())?;
@@ -132,6 +133,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     let troupe = Arc::new(
         Troupe::builder()
             .llm(llm.provider.clone())
+            .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
             .bus(bus)
             .stores(stores)
             .config(config)
@@ -157,6 +159,9 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         troupe.shutdown().await;
     }
     llm.stop().await;
+    for f in fallbacks {
+        f.stop().await;
+    }
     if let Some(server) = metrics {
         server.stop().await;
     }

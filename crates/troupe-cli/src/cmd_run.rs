@@ -21,6 +21,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     // The LLM first: a missing key or model should not leave an empty database behind.
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
+    let fallbacks = backend::fallbacks(&settings).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
     let metrics = match &args.metrics_addr {
@@ -29,6 +30,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     };
     let troupe = Troupe::builder()
         .llm(llm.provider.clone())
+        .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
         .bus(bus)
         .stores(stores)
         .config(config)
@@ -62,6 +64,9 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     // The task has ended: whatever its workers still hold is of no use.
     troupe.shutdown_now().await;
     llm.stop().await;
+    for f in fallbacks {
+        f.stop().await;
+    }
     if let Some(server) = metrics {
         server.stop().await;
     }

@@ -66,11 +66,13 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
+    let fallbacks = backend::fallbacks(&settings).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
     let troupe = Arc::new(
         Troupe::builder()
             .llm(llm.provider.clone())
+            .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
             .bus(bus)
             .stores(stores)
             .config(config)
@@ -90,5 +92,8 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
         Err(_) => tracing::warn!("requests still hold the runtime; stopping without waiting"),
     }
     llm.stop().await;
+    for f in fallbacks {
+        f.stop().await;
+    }
     Ok(0)
 }

@@ -40,6 +40,8 @@ struct FileConfig {
 #[serde(default, deny_unknown_fields)]
 struct FileBackend {
     llm: Option<String>,
+    /// Fallback providers, `SPEC` or `SPEC#MODEL`, in order.
+    fallback_llm: Vec<String>,
     model: Option<String>,
     store: Option<String>,
     bus: Option<String>,
@@ -148,6 +150,11 @@ impl Settings {
         parsed.local.validate()?;
         let backend = BackendArgs {
             llm: flags.llm.clone().or(parsed.backend.llm),
+            fallback_llm: if flags.fallback_llm.is_empty() {
+                parsed.backend.fallback_llm
+            } else {
+                flags.fallback_llm.clone()
+            },
             model: flags.model.clone().or(parsed.backend.model),
             store: flags.store.clone().or(parsed.backend.store),
             bus: flags.bus.clone().or(parsed.backend.bus),

@@ -441,3 +441,49 @@ fn a_killed_run_leaves_no_llama_server_behind() {
         "llama-server still listens on {port} after troupe was killed"
     );
 }
+
+#[test]
+fn a_fallback_llm_takes_over_when_the_first_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("troupe.toml");
+    std::fs::write(
+        &config,
+        "[llm]\nretry = { initial = \"10ms\", max = \"20ms\", multiplier = 2.0, jitter = 0.0 }\nbreaker = { failure_threshold = 2, reset_timeout = \"1m\" }\n",
+    )
+    .unwrap();
+    // Nothing listens on port 9: connections are refused, the breaker opens, the mock answers.
+    let out = troupe(
+        dir.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "run",
+            "--llm",
+            "http://127.0.0.1:9/v1",
+            "--model",
+            "absent",
+            "--fallback-llm",
+            "mock",
+            "--store",
+            "memory",
+            "--json",
+            "Write a haiku about rust",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["status"], "completed");
+
+    let out = troupe(
+        dir.path(),
+        &[
+            "run",
+            "--llm",
+            "mock",
+            "--fallback-llm",
+            "http://127.0.0.1:9/v1",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("#NAME"), "{}", stderr(&out));
+}

@@ -253,6 +253,12 @@ impl TroupeBuilder {
         self
     }
 
+    /// [`fallback_llm`](Self::fallback_llm) for each, in order.
+    pub fn fallback_llms(mut self, llms: impl IntoIterator<Item = Arc<dyn LlmProvider>>) -> Self {
+        self.fallbacks.extend(llms);
+        self
+    }
+
     /// The bus (an in-memory one otherwise).
     pub fn bus(mut self, bus: Arc<dyn Bus>) -> Self {
         self.bus = Some(bus);
