@@ -1,5 +1,5 @@
 //! One LLM request made reliably enough for the orchestrator and the workers:
-//! each call is cut by a timeout, and retryable errors are retried as the
+//! each call is cut by the provider stack's timeout, and retryable errors are retried as the
 //! [`RetryPolicy`] decides (backoff, `Retry-After`, an open circuit's reset
 //! time) up to a bound. The provider itself sits behind the layers of
 //! [`crate::resilience`] (breaker, limits, timeout, fallback).
@@ -32,7 +32,7 @@ pub(crate) async fn call(
     let mut retried = Vec::new();
     let result = policy
         .run(
-            |attempt| request_once(llm, config, &request, attempt),
+            |attempt| request_once(llm, &request, attempt),
             |attempt, e: &LlmError, wait| {
                 tracing::warn!(
                     provider = llm.name(),
@@ -52,7 +52,6 @@ pub(crate) async fn call(
 /// One request under the call timeout, in its `gen_ai.chat` span, counted in the metrics.
 async fn request_once(
     llm: &dyn LlmProvider,
-    config: &LlmCallConfig,
     request: &ChatRequest,
     attempt: u32,
 ) -> Result<ChatResponse, LlmError> {
@@ -79,13 +78,8 @@ async fn request_once(
         attempt = i64::from(attempt),
     );
     let started = std::time::Instant::now();
-    let result = match tokio::time::timeout(config.timeout, llm.complete(request.clone()))
-        .instrument(span.clone())
-        .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(LlmError::Timeout(config.timeout)),
-    };
+    // The call timeout is a layer of the provider's stack (`resilience::resilient`).
+    let result = llm.complete(request.clone()).instrument(span.clone()).await;
     let seconds = started.elapsed().as_secs_f64();
     match &result {
         Ok(reply) => {
