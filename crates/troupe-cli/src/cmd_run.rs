@@ -20,8 +20,8 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     // The LLM first: a missing key or model should not leave an empty database behind.
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
-    let stores = backend::stores(settings.store_url()).await?;
     let fallbacks = backend::fallbacks(&settings).await?;
+    let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
     let metrics = match &args.metrics_addr {

@@ -65,8 +65,8 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
-    let stores = backend::stores(settings.store_url()).await?;
     let fallbacks = backend::fallbacks(&settings).await?;
+    let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
     llm.fit(&mut config);
     let troupe = Arc::new(

@@ -290,6 +290,17 @@ fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
     }
 }
 
+fn at_most_a_day(key: &'static str, d: Duration) -> Result<(), ConfigError> {
+    if d > Duration::from_secs(24 * 3600) {
+        Err(ConfigError {
+            key,
+            problem: "must be at most 24h".into(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
 fn nonzero(key: &'static str, d: Duration) -> Result<(), ConfigError> {
     if d.is_zero() {
         Err(ConfigError {
@@ -371,6 +382,10 @@ impl TroupeConfig {
             "orchestrator.role_breaker.reset_timeout",
             o.role_breaker.reset_timeout,
         )?;
+        at_most_a_day(
+            "orchestrator.role_breaker.reset_timeout",
+            o.role_breaker.reset_timeout,
+        )?;
         let w = &self.workers;
         at_least("workers.per_role", w.per_role, 1)?;
         at_least("workers.concurrency", w.concurrency, 1)?;
@@ -385,6 +400,7 @@ impl TroupeConfig {
             1,
         )?;
         nonzero("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
+        at_most_a_day("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
         at_least("retry.store.max_attempts", self.retry.store.max_attempts, 1)?;
         self.retry.store.backoff.validate("retry.store.backoff")?;
         at_least("retry.bus.max_attempts", self.retry.bus.max_attempts, 1)?;

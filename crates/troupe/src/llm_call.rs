@@ -42,7 +42,10 @@ pub(crate) async fn call(
                     retry_in_ms = millis(wait),
                     "LLM call failed; retrying"
                 );
-                retried.push(e.clone());
+                // A refusal by an open circuit was never sent: not an error to report.
+                if !matches!(e, LlmError::CircuitOpen { .. }) {
+                    retried.push(e.clone());
+                }
             },
         )
         .await;
@@ -102,6 +105,10 @@ async fn request_once(
                 .increment(reply.usage.prompt_tokens);
             ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "output")
                 .increment(reply.usage.completion_tokens);
+        }
+        // Refused by an open circuit: never sent; the circuit's gauge tells.
+        Err(LlmError::CircuitOpen { .. }) => {
+            span.record("error.type", "circuit_open");
         }
         Err(e) => {
             let class = e.class();

@@ -313,7 +313,8 @@ impl TroupeBuilder {
         let llm = self
             .llm
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
-        let llm = resilience::compose(llm, self.fallbacks, &self.config.llm);
+        let llm = resilience::compose(llm, self.fallbacks, &self.config.llm)
+            .map_err(|e| TroupeError::Setup(e.to_string()))?;
         let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
         let retry = &self.config.retry;
         let bus: Arc<dyn Bus> = Arc::new(resilience::RetryingBus {

@@ -132,8 +132,13 @@ impl Orchestrator {
                 .roles
                 .iter()
                 .map(|role| {
-                    let circuit =
-                        Circuit::new(ROLE_CIRCUIT_STATE, "role", role.as_str(), breaker.clone());
+                    let circuit = Circuit::new(
+                        ROLE_CIRCUIT_STATE,
+                        "role",
+                        role.as_str(),
+                        breaker.clone(),
+                        parts.config.orchestrator.subtask_timeout,
+                    );
                     (role.clone(), Arc::new(circuit))
                 })
                 .collect()

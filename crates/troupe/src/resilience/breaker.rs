@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
@@ -58,14 +59,16 @@ pub struct BreakerLayer {
 }
 
 impl BreakerLayer {
-    /// A breaker for `provider`.
-    pub fn new(provider: impl Into<String>, config: BreakerConfig) -> Self {
+    /// A breaker for `provider`, whose calls take at most `call_timeout`
+    /// (a trial not back by then is deemed lost and another may go).
+    pub fn new(provider: impl Into<String>, config: BreakerConfig, call_timeout: Duration) -> Self {
         Self {
             circuit: Arc::new(Circuit::new(
                 LLM_CIRCUIT_STATE,
                 "provider",
                 provider,
                 config,
+                call_timeout,
             )),
         }
     }

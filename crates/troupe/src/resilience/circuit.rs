@@ -36,9 +36,16 @@ impl CircuitState {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { trial_running: bool },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// `trial_until`: when a running trial is deemed lost (never reported).
+    HalfOpen {
+        trial_until: Option<Instant>,
+    },
 }
 
 fn current(state: &State) -> CircuitState {
@@ -59,22 +66,27 @@ pub(crate) struct Circuit {
     label: &'static str,
     name: String,
     config: BreakerConfig,
+    /// How long a trial may run before it is deemed lost and another goes.
+    trial_timeout: Duration,
     state: Mutex<State>,
 }
 
 impl Circuit {
-    /// A closed circuit; its gauge is set at once.
+    /// A closed circuit; its gauge is set at once. A trial that has not
+    /// reported after `trial_timeout` is deemed lost (its caller vanished).
     pub(crate) fn new(
         metric: &'static str,
         label: &'static str,
         name: impl Into<String>,
         config: BreakerConfig,
+        trial_timeout: Duration,
     ) -> Self {
         let circuit = Self {
             metric,
             label,
             name: name.into(),
             config,
+            trial_timeout,
             state: Mutex::new(State::Closed { failures: 0 }),
         };
         circuit.publish(CircuitState::Closed);
@@ -104,28 +116,25 @@ impl Circuit {
     /// Lets one through (`Ok(is_trial)`) or says how long to wait.
     pub(crate) fn admit(&self) -> Result<bool, Duration> {
         let now = Instant::now();
+        let trial = State::HalfOpen {
+            trial_until: Some(now + self.trial_timeout),
+        };
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Ok(false),
             State::Open { until } if now < until => Err(until - now),
             State::Open { .. } => {
-                *state = State::HalfOpen {
-                    trial_running: true,
-                };
+                *state = trial;
                 drop(state);
                 tracing::info!(circuit = self.label, name = %self.name, "circuit half-open: one trial");
                 self.publish(CircuitState::HalfOpen);
                 Ok(true)
             }
             State::HalfOpen {
-                trial_running: true,
-            } => Err(self.config.reset_timeout.min(TRIAL_WAIT)),
-            State::HalfOpen {
-                trial_running: false,
-            } => {
-                *state = State::HalfOpen {
-                    trial_running: true,
-                };
+                trial_until: Some(until),
+            } if now < until => Err((until - now).min(self.config.reset_timeout).min(TRIAL_WAIT)),
+            State::HalfOpen { .. } => {
+                *state = trial;
                 Ok(true)
             }
         }
@@ -139,6 +148,7 @@ impl Circuit {
         let reopen = State::Open {
             until: Instant::now() + self.config.reset_timeout,
         };
+        // (reset_timeout is at most a day: validated with the configuration.)
         *state = match (*state, failed, trial) {
             (_, false, true) => State::Closed { failures: 0 },
             (_, true, true) => reopen,
@@ -179,9 +189,7 @@ impl Circuit {
     pub(crate) fn abandon_trial(&self) {
         let mut state = self.lock();
         if matches!(*state, State::HalfOpen { .. }) {
-            *state = State::HalfOpen {
-                trial_running: false,
-            };
+            *state = State::HalfOpen { trial_until: None };
         }
     }
 }

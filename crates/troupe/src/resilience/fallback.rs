@@ -57,6 +57,21 @@ fn try_next(e: &LlmError) -> bool {
     )
 }
 
+fn no_provider() -> LlmError {
+    LlmError::Transport("no LLM provider configured".into())
+}
+
+/// Of two refusals, the open circuit that reopens first (any other error wins over none).
+fn sooner(kept: Option<LlmError>, new: LlmError) -> Option<LlmError> {
+    match (&kept, &new) {
+        (
+            Some(LlmError::CircuitOpen { retry_in: a, .. }),
+            LlmError::CircuitOpen { retry_in: b, .. },
+        ) if a <= b => kept,
+        _ => Some(new),
+    }
+}
+
 #[async_trait]
 impl LlmProvider for FallbackLlm {
     fn name(&self) -> &str {
@@ -68,7 +83,8 @@ impl LlmProvider for FallbackLlm {
     }
 
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
-        let mut last = None;
+        // When every circuit is open, the caller waits for the first to reopen.
+        let mut soonest: Option<LlmError> = None;
         for (i, provider) in self.providers.iter().enumerate() {
             match provider.complete(request.clone()).await {
                 Err(e) if try_next(&e) && i + 1 < self.providers.len() => {
@@ -78,11 +94,14 @@ impl LlmProvider for FallbackLlm {
                         error = %e,
                         "LLM provider unavailable; trying the next"
                     );
-                    last = Some(e);
+                    soonest = sooner(soonest, e);
+                }
+                Err(e @ LlmError::CircuitOpen { .. }) => {
+                    return Err(sooner(soonest, e).unwrap_or_else(no_provider));
                 }
                 outcome => return outcome,
             }
         }
-        Err(last.unwrap_or_else(|| LlmError::Transport("no LLM provider configured".into())))
+        Err(soonest.unwrap_or_else(no_provider))
     }
 }

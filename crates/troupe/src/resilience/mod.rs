@@ -24,7 +24,7 @@ pub use circuit::CircuitState;
 pub use fallback::FallbackLlm;
 pub use policy::{RetryPolicy, Retryable};
 pub(crate) use retrying::{RetryingBus, retrying_stores};
-pub use stack::{ResilientLlm, resilient};
+pub use stack::{NoRuntime, ResilientLlm, resilient};
 pub use tokens::{TokenBudget, TokenBudgetLayer};
 
 use std::sync::Arc;
@@ -38,13 +38,14 @@ pub(crate) fn compose(
     primary: Arc<dyn LlmProvider>,
     fallbacks: Vec<Arc<dyn LlmProvider>>,
     config: &LlmCallConfig,
-) -> Arc<dyn LlmProvider> {
-    let first: Arc<dyn LlmProvider> = Arc::new(resilient(primary, config));
+) -> Result<Arc<dyn LlmProvider>, NoRuntime> {
+    let first: Arc<dyn LlmProvider> = Arc::new(resilient(primary, config)?);
     if fallbacks.is_empty() {
-        return first;
+        return Ok(first);
     }
-    let rest = fallbacks
-        .into_iter()
-        .map(|p| Arc::new(resilient(p, config)) as Arc<dyn LlmProvider>);
-    Arc::new(FallbackLlm::from_first(first, rest))
+    let mut rest: Vec<Arc<dyn LlmProvider>> = Vec::with_capacity(fallbacks.len());
+    for provider in fallbacks {
+        rest.push(Arc::new(resilient(provider, config)?));
+    }
+    Ok(Arc::new(FallbackLlm::from_first(first, rest)))
 }

@@ -27,6 +27,18 @@ fn log_retry<E: std::fmt::Display>(what: &'static str) -> impl FnMut(u32, &E, st
     }
 }
 
+/// A keyed change that a retry finds already made was made by an earlier
+/// attempt whose answer was lost: it counts as applied.
+async fn applied_once(
+    attempt: u32,
+    write: impl Future<Output = Result<Applied, StoreError>>,
+) -> Result<Applied, StoreError> {
+    match write.await {
+        Ok(Applied::Unchanged) if attempt > 1 => Ok(Applied::Changed),
+        other => other,
+    }
+}
+
 /// `stores` with every operation retried by `policy`.
 pub(crate) fn retrying_stores(stores: Stores, policy: RetryPolicy) -> Stores {
     Stores {
@@ -78,7 +90,7 @@ impl TaskStore for RetryingTasks {
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
         self.policy
             .run(
-                |_| self.inner.update_task(id, update),
+                |attempt| applied_once(attempt, self.inner.update_task(id, update)),
                 log_retry("update_task"),
             )
             .await
@@ -107,7 +119,7 @@ impl TaskStore for RetryingTasks {
     ) -> Result<Applied, StoreError> {
         self.policy
             .run(
-                |_| self.inner.update_subtask(id, subtask, change),
+                |attempt| applied_once(attempt, self.inner.update_subtask(id, subtask, change)),
                 log_retry("update_subtask"),
             )
             .await

@@ -86,8 +86,10 @@ impl ResilientLlm {
 
 /// Wraps `provider` in the layers `config` asks for, outermost first: the
 /// circuit breaker, the rate limit, the token budget, the concurrency limit,
-/// then the call timeout. Needs a tokio runtime (the rate limit's queue runs
-/// on it).
+/// then the call timeout. The timeout bounds the provider's answer; time
+/// spent queueing for the limits is bounded by the caller's own deadlines
+/// (the runtime's subtask and task timeouts). With a rate limit it must be
+/// called inside a tokio runtime (the limit's queue runs on it).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -100,11 +102,14 @@ impl ResilientLlm {
 /// let mut config = LlmCallConfig::default();
 /// config.limits.max_concurrent = 4;
 /// config.limits.requests_per_second = 10;
-/// let llm = resilient(Arc::new(MockLlm::builtin()), &config);
+/// let llm = resilient(Arc::new(MockLlm::builtin()), &config).unwrap();
 /// assert_eq!(llm.name(), "mock");
 /// # });
 /// ```
-pub fn resilient(provider: Arc<dyn LlmProvider>, config: &LlmCallConfig) -> ResilientLlm {
+pub fn resilient(
+    provider: Arc<dyn LlmProvider>,
+    config: &LlmCallConfig,
+) -> Result<ResilientLlm, NoRuntime> {
     let timeout = config.timeout;
     let name = provider.name().to_owned();
     let model = provider.model().map(str::to_owned);
@@ -132,7 +137,11 @@ pub fn resilient(provider: Arc<dyn LlmProvider>, config: &LlmCallConfig) -> Resi
         );
     }
     if limits.requests_per_second > 0 {
-        // tower's rate limit is one service's state: a buffer shares it.
+        // tower's rate limit is one service's state: a buffer shares it; its
+        // worker runs on the current runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NoRuntime);
+        }
         let limited = ServiceBuilder::new()
             .buffer(RATE_QUEUE)
             .rate_limit(
@@ -142,23 +151,33 @@ pub fn resilient(provider: Arc<dyn LlmProvider>, config: &LlmCallConfig) -> Resi
             .service(service);
         service = boxed(limited, timeout);
     }
+    // The label names the model too: two providers of one kind stay apart.
+    let label = match &model {
+        Some(m) => format!("{name}/{m}"),
+        None => name.clone(),
+    };
     let breaker = config
         .breaker
         .enabled
-        .then(|| BreakerLayer::new(name.clone(), config.breaker.clone()));
+        .then(|| BreakerLayer::new(label, config.breaker.clone(), timeout));
     if let Some(layer) = &breaker {
         service = boxed(
             ServiceBuilder::new().layer(layer.clone()).service(service),
             timeout,
         );
     }
-    ResilientLlm {
+    Ok(ResilientLlm {
         name,
         model,
         service: Mutex::new(service),
         breaker,
-    }
+    })
 }
+
+/// [`resilient`] was called outside a tokio runtime with a rate limit configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the LLM rate limit needs a tokio runtime: build the runtime inside one")]
+pub struct NoRuntime;
 
 #[async_trait]
 impl LlmProvider for ResilientLlm {

@@ -1,7 +1,8 @@
 //! [`TokenBudgetLayer`]: tokens per minute for one provider, as a tower
 //! layer. Each call reserves its estimated tokens (prompt characters / 4 plus
-//! the reply's `max_tokens`) from a bucket that refills continuously; a call
-//! that does not fit waits until it does.
+//! the reply's `max_tokens`) from a bucket that refills continuously; when
+//! the bucket is short, the call waits until the refill covers it (later
+//! calls queue behind it).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -25,20 +26,20 @@ struct Bucket {
 }
 
 impl Bucket {
-    /// Takes `tokens` now, or says how long until they are there. A call
-    /// larger than a whole minute's budget waits for a full bucket and goes.
-    fn take(&mut self, tokens: f64) -> Option<Duration> {
+    /// Reserves `tokens` at once and says how long to wait before using
+    /// them: the balance may go below zero, so callers queue in the order
+    /// they came and a large request is not starved by small ones.
+    fn reserve(&mut self, tokens: f64) -> Duration {
         let now = Instant::now();
         let refill = (now - self.at).as_secs_f64() * self.per_minute / 60.0;
         self.available = (self.available + refill).min(self.per_minute);
         self.at = now;
-        let needed = tokens.min(self.per_minute);
-        if self.available >= needed {
-            self.available -= needed;
-            None
+        self.available -= tokens;
+        if self.available >= 0.0 {
+            Duration::ZERO
         } else {
-            let missing = needed - self.available;
-            Some(Duration::from_secs_f64(missing * 60.0 / self.per_minute))
+            Duration::try_from_secs_f64(-self.available * 60.0 / self.per_minute)
+                .unwrap_or(Duration::MAX)
         }
     }
 }
@@ -115,15 +116,12 @@ where
         let bucket = self.bucket.clone();
         let inner = self.inner.clone();
         Box::pin(async move {
-            loop {
-                let wait = bucket
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take(tokens);
-                match wait {
-                    None => break,
-                    Some(d) => tokio::time::sleep(d).await,
-                }
+            let wait = bucket
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .reserve(tokens);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
             tower::ServiceExt::oneshot(inner, request).await
         })

@@ -56,7 +56,7 @@ fn failing(error: MockError, times: u32) -> MockLlm {
 #[tokio::test(start_paused = true)]
 async fn retries_wait_the_configured_delays_and_stop_at_the_limit() {
     let llm = Arc::new(failing(MockError::http(503), 100));
-    let stack = resilient(llm.clone(), &plain());
+    let stack = resilient(llm.clone(), &plain()).unwrap();
     let policy = RetryPolicy::new(4, backoff(100, 250));
     let t0 = Instant::now();
     let mut retried = Vec::new();
@@ -73,7 +73,7 @@ async fn retries_wait_the_configured_delays_and_stop_at_the_limit() {
 
     // A permanent error is not retried.
     let llm = Arc::new(failing(MockError::http(401), 100));
-    let stack = resilient(llm.clone(), &plain());
+    let stack = resilient(llm.clone(), &plain()).unwrap();
     let result = policy
         .run(|_| stack.complete(request()), |_, _, _| {})
         .await;
@@ -98,7 +98,7 @@ async fn retry_after_is_honoured() {
             .build()
             .unwrap(),
     );
-    let stack = resilient(llm.clone(), &plain());
+    let stack = resilient(llm.clone(), &plain()).unwrap();
     let t0 = Instant::now();
     let reply = RetryPolicy::new(3, backoff(100, 1_000))
         .run(|_| stack.complete(request()), |_, _, _| {})
@@ -118,7 +118,7 @@ async fn the_breaker_opens_fails_fast_half_opens_and_closes() {
     let mut c = LlmCallConfig::default();
     c.breaker.failure_threshold = 3;
     c.breaker.reset_timeout = Duration::from_secs(30);
-    let stack = resilient(llm.clone(), &c);
+    let stack = resilient(llm.clone(), &c).unwrap();
     for _ in 0..3 {
         assert!(matches!(
             stack.complete(request()).await,
@@ -167,7 +167,7 @@ async fn a_failed_trial_reopens_and_calls_during_the_trial_fail_fast() {
     let mut c = LlmCallConfig::default();
     c.breaker.failure_threshold = 2;
     c.breaker.reset_timeout = Duration::from_secs(5);
-    let stack = Arc::new(resilient(llm.clone(), &c));
+    let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
     for _ in 0..2 {
         assert!(stack.complete(request()).await.is_err());
     }
@@ -211,7 +211,7 @@ async fn a_provider_that_hangs_is_cut_by_its_timeout() {
     let llm = Arc::new(MockLlm::builder().step(Step::any().hang()).build().unwrap());
     let mut c = plain();
     c.timeout = Duration::from_secs(10);
-    let stack = resilient(llm, &c);
+    let stack = resilient(llm, &c).unwrap();
     let t0 = Instant::now();
     let result = stack.complete(request()).await;
     assert!(
@@ -239,7 +239,7 @@ async fn the_rate_limiter_spaces_calls() {
     let llm = Arc::new(MockLlm::builder().record().build().unwrap());
     let mut c = plain();
     c.limits.requests_per_second = 2;
-    let stack = Arc::new(resilient(llm.clone(), &c));
+    let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
     let t0 = Instant::now();
     burst(&stack, 6).await;
     let mut starts = starts_ms(&llm, t0);
@@ -261,7 +261,7 @@ async fn the_concurrency_limit_and_the_token_budget_hold_calls_back() {
     let llm = slow();
     let mut c = plain();
     c.limits.max_concurrent = 2;
-    let stack = Arc::new(resilient(llm.clone(), &c));
+    let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
     let t0 = Instant::now();
     burst(&stack, 4).await;
     assert_eq!(Instant::now() - t0, Duration::from_secs(2), "two at a time");
@@ -271,7 +271,7 @@ async fn the_concurrency_limit_and_the_token_budget_hold_calls_back() {
     let llm = slow();
     let mut c = plain();
     c.limits.tokens_per_minute = 1_100;
-    let stack = Arc::new(resilient(llm.clone(), &c));
+    let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
     let t0 = Instant::now();
     burst(&stack, 3).await;
     let mut starts = starts_ms(&llm, t0);
@@ -287,10 +287,10 @@ async fn fallback_switches_providers_when_the_first_is_open_or_refuses() {
     let secondary = Arc::new(MockLlm::builder().record().build().unwrap());
     let mut c = LlmCallConfig::default();
     c.breaker.failure_threshold = 2;
-    let first = Arc::new(resilient(primary.clone(), &c));
+    let first = Arc::new(resilient(primary.clone(), &c).unwrap());
     let llm = FallbackLlm::from_first(
         first.clone(),
-        [Arc::new(resilient(secondary.clone(), &c)) as Arc<dyn LlmProvider>],
+        [Arc::new(resilient(secondary.clone(), &c).unwrap()) as Arc<dyn LlmProvider>],
     );
     // Retryable failures go back to the caller (to retry) while the circuit is closed.
     for _ in 0..2 {
@@ -308,8 +308,8 @@ async fn fallback_switches_providers_when_the_first_is_open_or_refuses() {
     let refusing = Arc::new(failing(MockError::http(401), 1_000));
     let secondary = Arc::new(MockLlm::builder().record().build().unwrap());
     let llm = FallbackLlm::from_first(
-        Arc::new(resilient(refusing.clone(), &c)),
-        [Arc::new(resilient(secondary.clone(), &c)) as Arc<dyn LlmProvider>],
+        Arc::new(resilient(refusing.clone(), &c).unwrap()),
+        [Arc::new(resilient(secondary.clone(), &c).unwrap()) as Arc<dyn LlmProvider>],
     );
     assert!(llm.complete(request()).await.is_ok());
     assert_eq!((refusing.calls().len(), secondary.calls().len()), (1, 1));
@@ -459,7 +459,10 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
     let gap = |later: chrono::DateTime<chrono::Utc>, earlier: chrono::DateTime<chrono::Utc>| {
         (later - earlier).to_std().unwrap()
     };
-    assert!(gap(dispatched[1].1, failed[0].1) < Duration::from_millis(900));
+    assert!(
+        gap(dispatched[1].1, failed[0].1) < Duration::from_millis(950),
+        "no wait before the circuit opened"
+    );
     assert!(
         gap(dispatched[2].1, failed[1].1) >= Duration::from_millis(950),
         "the trial waited for the reset: {:?}",
@@ -591,6 +594,26 @@ async fn store_and_bus_operations_that_fail_for_a_moment_are_retried() {
         let task = troupe.run(format!("Goal {n}")).await.unwrap();
         assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     }
+    // Every failed publish was retried by the bus policy, none reached the
+    // subtask level as a failed attempt.
+    let tasks = troupe
+        .stores()
+        .tasks
+        .list_tasks(&troupe_core::store::TaskQuery::default())
+        .await
+        .unwrap();
+    for t in &tasks {
+        let entries = troupe.progress(t.id).await.unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .filter(|e| e.event == EventKind::AttemptFailed)
+                .count(),
+            0,
+            "{:?}",
+            entries.iter().map(|e| &e.detail).collect::<Vec<_>>()
+        );
+    }
     let store_calls = store.calls.load(std::sync::atomic::Ordering::SeqCst);
     let bus_calls = bus.calls.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -665,4 +688,41 @@ impl troupe_core::bus::Bus for FlakyBus {
     ) -> Result<Vec<troupe_core::bus::DeadLetter>, troupe_core::bus::BusError> {
         self.inner.dead_letters(topic).await
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_call_dropped_midway_frees_the_half_open_slot() {
+    // Two failures open it; the trial hangs and is abandoned; the next call is let through.
+    let llm = Arc::new(
+        MockLlm::builder()
+            .step(Step::any().error(MockError::http(500)).times(2))
+            .step(Step::any().hang().times(1))
+            .record()
+            .build()
+            .unwrap(),
+    );
+    let mut c = LlmCallConfig::default();
+    c.breaker.failure_threshold = 2;
+    c.breaker.reset_timeout = Duration::from_secs(5);
+    let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
+    for _ in 0..2 {
+        assert!(stack.complete(request()).await.is_err());
+    }
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let trial = tokio::spawn({
+        let stack = stack.clone();
+        async move { stack.complete(request()).await }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(stack.circuit(), CircuitState::HalfOpen);
+    trial.abort();
+    assert!(trial.await.unwrap_err().is_cancelled());
+    // The slot is free: this call is the new trial, reaches the provider and closes the circuit.
+    assert!(stack.complete(request()).await.is_ok());
+    assert_eq!(stack.circuit(), CircuitState::Closed);
+    assert_eq!(
+        llm.calls().len(),
+        3,
+        "the hanging call was never recorded as finished"
+    );
 }
