@@ -2,7 +2,7 @@
 //! from [`LlmCallConfig`] as tower layers:
 //!
 //! ```text
-//! fallback ─▶ [provider 1: breaker ─▶ rate limit ─▶ token budget ─▶ concurrency ─▶ timeout ─▶ HTTP]
+//! fallback ─▶ [provider 1: breaker ─▶ concurrency ─▶ token budget ─▶ rate limit ─▶ timeout ─▶ HTTP]
 //!          └▶ [provider 2: the same stack] ...
 //! ```
 //!

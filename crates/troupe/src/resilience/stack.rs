@@ -85,7 +85,8 @@ impl ResilientLlm {
 }
 
 /// Wraps `provider` in the layers `config` asks for, outermost first: the
-/// circuit breaker, the rate limit, the token budget, the concurrency limit,
+/// circuit breaker, the concurrency limit, the token budget, the rate limit
+/// (innermost of the limits, so that it spaces the calls actually sent),
 /// then the call timeout. The timeout bounds the provider's answer; time
 /// spent queueing for the limits is bounded by the caller's own deadlines
 /// (the runtime's subtask and task timeouts). With a rate limit it must be
@@ -120,22 +121,6 @@ pub fn resilient(
             .service(ProviderService(provider)),
         timeout,
     );
-    if limits.max_concurrent > 0 {
-        let max = usize::try_from(limits.max_concurrent).unwrap_or(usize::MAX);
-        service = boxed(
-            ServiceBuilder::new()
-                .concurrency_limit(max)
-                .service(service),
-            timeout,
-        );
-    }
-    if limits.tokens_per_minute > 0 {
-        let budget = TokenBudgetLayer::new(limits.tokens_per_minute);
-        service = boxed(
-            ServiceBuilder::new().layer(budget).service(service),
-            timeout,
-        );
-    }
     if limits.requests_per_second > 0 {
         // tower's rate limit is one service's state: a buffer shares it; its
         // worker runs on the current runtime.
@@ -150,6 +135,22 @@ pub fn resilient(
             )
             .service(service);
         service = boxed(limited, timeout);
+    }
+    if limits.tokens_per_minute > 0 {
+        let budget = TokenBudgetLayer::new(limits.tokens_per_minute);
+        service = boxed(
+            ServiceBuilder::new().layer(budget).service(service),
+            timeout,
+        );
+    }
+    if limits.max_concurrent > 0 {
+        let max = usize::try_from(limits.max_concurrent).unwrap_or(usize::MAX);
+        service = boxed(
+            ServiceBuilder::new()
+                .concurrency_limit(max)
+                .service(service),
+            timeout,
+        );
     }
     // The label names the model too: two providers of one kind stay apart.
     let label = match &model {

@@ -239,6 +239,8 @@ async fn the_rate_limiter_spaces_calls() {
     let llm = Arc::new(MockLlm::builder().record().build().unwrap());
     let mut c = plain();
     c.limits.requests_per_second = 2;
+    // With a concurrency limit too, the rate still spaces the calls sent.
+    c.limits.max_concurrent = 3;
     let stack = Arc::new(resilient(llm.clone(), &c).unwrap());
     let t0 = Instant::now();
     burst(&stack, 6).await;
