@@ -220,7 +220,8 @@ const STEP_ALIASES: &[(&str, &str)] = &[
 
 /// Forgives the usual slips: a top-level array, a wrapping `plan` object,
 /// aliases, numeric ids, a single dependency as a string, role case, fields we
-/// do not use. What is still wrong is left for the schema to report.
+/// do not use, subtasks repeated word for word. What is still wrong is left
+/// for the schema to report.
 fn normalise(value: Value) -> Result<Value, String> {
     let mut root = match value {
         Value::Array(items) => Map::from_iter([("subtasks".to_owned(), Value::Array(items))]),
@@ -253,6 +254,16 @@ fn normalise(value: Value) -> Result<Value, String> {
                 normalise_step(fields);
             }
         }
+        // A small model caught in a loop repeats whole subtasks: an exact
+        // copy of an earlier one adds nothing. (A copy that differs in any
+        // field is left for the checks to report as a reused id.)
+        let mut kept: Vec<Value> = Vec::with_capacity(steps.len());
+        for step in steps.drain(..) {
+            if !kept.contains(&step) {
+                kept.push(step);
+            }
+        }
+        *steps = kept;
     }
     Ok(Value::Object(root))
 }
@@ -358,6 +369,39 @@ mod tests {
         assert_eq!(
             plan.subtasks[1].depends_on,
             vec![SubtaskId::new("1").unwrap()]
+        );
+    }
+
+    #[test]
+    fn subtasks_repeated_word_for_word_are_dropped_and_others_are_not() {
+        let step = |id: u32, text: &str| {
+            format!(
+                r#"{{"id": "s{id}", "role": "writer", "title": "T", "instruction": "{text}", "depends_on": []}}"#
+            )
+        };
+        let looped = format!(
+            r#"{{"subtasks": [{}, {}, {}, {}, {}]}}"#,
+            step(1, "a"),
+            step(2, "b"),
+            step(1, "a"),
+            step(2, "b"),
+            step(1, "a")
+        );
+        let plan = parser().parse(&looped, &PlanContext::default()).unwrap();
+        let ids: Vec<&str> = plan.subtasks.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["s1", "s2"]);
+
+        let reused = format!(
+            r#"{{"subtasks": [{}, {}]}}"#,
+            step(1, "a"),
+            step(1, "other")
+        );
+        let problems = problems(&reused);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("used by more than one subtask")),
+            "{problems:?}"
         );
     }
 
