@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use troupe::TroupeConfig;
 use troupe::core::bus::{Bus, MemoryBus};
 use troupe::core::llm::LlmProvider;
 use troupe::core::store::Stores;
+use troupe::{Troupe, TroupeBuilder, TroupeConfig};
 use troupe_llm::{
     LocalModelConfig, LocalPaths, LocalServer, OPENAI_BASE_URL, OpenAiClient, OpenAiConfig,
     StructuredOutput,
@@ -99,12 +99,49 @@ pub(crate) fn llm_spec(settings: &Settings) -> String {
 }
 
 /// Builds (and for `local`, starts) the LLM that `spec` names, with `--model`.
-pub(crate) async fn llm(spec: &str, settings: &Settings) -> anyhow::Result<LlmBackend> {
+async fn llm(spec: &str, settings: &Settings) -> anyhow::Result<LlmBackend> {
     llm_with_model(spec, settings.backend.model.clone(), settings).await
 }
 
+/// The LLM a command uses: the provider `spec` names, then the fallbacks
+/// (`--fallback-llm`), each with the local server Troupe may have started.
+pub(crate) struct Llms {
+    primary: LlmBackend,
+    fallbacks: Vec<LlmBackend>,
+}
+
+impl Llms {
+    /// Builds (and for `local`, starts) every provider.
+    pub(crate) async fn start(spec: &str, settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            primary: llm(spec, settings).await?,
+            fallbacks: fallbacks(settings).await?,
+        })
+    }
+
+    /// Fits the runtime's settings to the first provider (see [`LlmBackend::fit`]).
+    pub(crate) fn fit(&self, config: &mut TroupeConfig) {
+        self.primary.fit(config);
+    }
+
+    /// A runtime builder with these providers.
+    pub(crate) fn builder(&self) -> TroupeBuilder {
+        Troupe::builder()
+            .llm(self.primary.provider.clone())
+            .fallback_llms(self.fallbacks.iter().map(|f| f.provider.clone()))
+    }
+
+    /// Stops the local servers, if any.
+    pub(crate) async fn stop(self) {
+        self.primary.stop().await;
+        for f in self.fallbacks {
+            f.stop().await;
+        }
+    }
+}
+
 /// The fallback providers (`--fallback-llm SPEC[#MODEL]`), in order.
-pub(crate) async fn fallbacks(settings: &Settings) -> anyhow::Result<Vec<LlmBackend>> {
+async fn fallbacks(settings: &Settings) -> anyhow::Result<Vec<LlmBackend>> {
     let mut all = Vec::new();
     for entry in &settings.backend.fallback_llm {
         let (spec, model) = match entry.rsplit_once('#') {

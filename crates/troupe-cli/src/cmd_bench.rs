@@ -22,9 +22,10 @@ use troupe::core::TaskId;
 use troupe::core::ledger::{EventKind, ProgressEntry};
 use troupe::core::task::{TaskStatus, Usage};
 
+use crate::backend::{self, Llms};
 use crate::cli::BenchArgs;
+use crate::cmd_serve;
 use crate::settings::Settings;
-use crate::{backend, cmd_serve};
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -108,10 +109,9 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         .llm
         .clone()
         .unwrap_or_else(|| "mock".to_owned());
-    let llm = backend::llm(&llm_spec, &settings).await?;
-    let fallbacks = backend::fallbacks(&settings).await?;
+    let llms = Llms::start(&llm_spec, &settings).await?;
     let mut config = settings.runtime.clone();
-    llm.fit(&mut config);
+    llms.fit(&mut config);
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     let scratch = tempfile::tempdir()?;
     let (store_url, store_label) = match &settings.backend.store {
@@ -126,14 +126,9 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     };
     let stores = backend::stores(&store_url).await?;
     let bus_label = bus.name().to_owned();
-    let metrics = match &args.metrics_addr {
-        Some(addr) => Some(cmd_serve::expose_metrics(addr).await?),
-        None => None,
-    };
+    let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
     let troupe = Arc::new(
-        Troupe::builder()
-            .llm(llm.provider.clone())
-            .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
+        llms.builder()
             .bus(bus)
             .stores(stores)
             .config(config)
@@ -158,10 +153,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     if let Ok(troupe) = Arc::try_unwrap(troupe) {
         troupe.shutdown().await;
     }
-    llm.stop().await;
-    for f in fallbacks {
-        f.stop().await;
-    }
+    llms.stop().await;
     if let Some(server) = metrics {
         server.stop().await;
     }

@@ -3,13 +3,13 @@
 use std::time::Instant;
 
 use tokio::sync::broadcast::error::RecvError;
-use troupe::Troupe;
 use troupe::core::task::TaskStatus;
 
+use crate::backend::{self, Llms};
 use crate::cli::RunArgs;
+use crate::cmd_serve;
 use crate::live::Live;
 use crate::settings::Settings;
-use crate::{backend, cmd_serve};
 
 /// Exit code when the task did not complete.
 pub(crate) const EXIT_NOT_COMPLETED: i32 = 1;
@@ -19,18 +19,13 @@ pub(crate) const EXIT_INTERRUPTED: i32 = 130;
 pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32> {
     let bus = backend::bus(settings.backend.bus.as_deref())?;
     // The LLM first: a missing key or model should not leave an empty database behind.
-    let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
-    let fallbacks = backend::fallbacks(&settings).await?;
+    let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
-    llm.fit(&mut config);
-    let metrics = match &args.metrics_addr {
-        Some(addr) => Some(cmd_serve::expose_metrics(addr).await?),
-        None => None,
-    };
-    let troupe = Troupe::builder()
-        .llm(llm.provider.clone())
-        .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
+    llms.fit(&mut config);
+    let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
+    let troupe = llms
+        .builder()
         .bus(bus)
         .stores(stores)
         .config(config)
@@ -63,10 +58,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     // The task has ended: whatever its workers still hold is of no use.
     troupe.shutdown_now().await;
-    llm.stop().await;
-    for f in fallbacks {
-        f.stop().await;
-    }
+    llms.stop().await;
     if let Some(server) = metrics {
         server.stop().await;
     }

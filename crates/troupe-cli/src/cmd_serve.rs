@@ -7,10 +7,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use troupe::Troupe;
 use troupe_server::{ApiState, Metrics, router};
 
-use crate::backend;
+use crate::backend::{self, Llms};
 use crate::cli::ServeArgs;
 use crate::cmd_run::stop_requested;
 use crate::settings::Settings;
@@ -51,28 +50,28 @@ impl Server {
     }
 }
 
-/// Serves `/metrics` (and `/healthz`) on `addr` for this process.
-pub(crate) async fn expose_metrics(addr: &str) -> anyhow::Result<Server> {
+/// Serves `/metrics` (and `/healthz`) on `addr`, if given, for this process.
+pub(crate) async fn expose_metrics(addr: Option<&str>) -> anyhow::Result<Option<Server>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     let state = ApiState {
         troupe: None,
         metrics: Some(metrics),
     };
-    Server::start(addr, state, "metrics").await
+    Server::start(addr, state, "metrics").await.map(Some)
 }
 
 pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result<i32> {
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     let bus = backend::bus(settings.backend.bus.as_deref())?;
-    let llm = backend::llm(&backend::llm_spec(&settings), &settings).await?;
-    let fallbacks = backend::fallbacks(&settings).await?;
+    let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
-    llm.fit(&mut config);
+    llms.fit(&mut config);
     let troupe = Arc::new(
-        Troupe::builder()
-            .llm(llm.provider.clone())
-            .fallback_llms(fallbacks.iter().map(|f| f.provider.clone()))
+        llms.builder()
             .bus(bus)
             .stores(stores)
             .config(config)
@@ -91,9 +90,6 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
         Ok(troupe) => troupe.shutdown().await,
         Err(_) => tracing::warn!("requests still hold the runtime; stopping without waiting"),
     }
-    llm.stop().await;
-    for f in fallbacks {
-        f.stop().await;
-    }
+    llms.stop().await;
     Ok(0)
 }
