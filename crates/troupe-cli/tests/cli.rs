@@ -8,9 +8,12 @@
     clippy::print_stderr
 )]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+use std::process::Output;
+
+use common::{stderr, stdout_json};
 use serde_json::Value;
 
 fn troupe(dir: &Path, args: &[&str]) -> Output {
@@ -18,33 +21,7 @@ fn troupe(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn troupe_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TROUPE_LLM")
-        .env_remove("TROUPE_STORE")
-        .env_remove("TROUPE_CONFIG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("the troupe binary runs")
-}
-
-fn stdout_json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            stderr(out)
-        )
-    })
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::run(dir, args, env)
 }
 
 fn keys(v: &Value) -> Vec<&str> {
@@ -382,33 +359,27 @@ fn a_killed_run_leaves_no_llama_server_behind() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args([
+    let mut child = common::command(
+        dir.path(),
+        &[
             "run",
             "--llm",
             "local",
             "--store",
             "memory",
             "Write a long essay about lighthouses",
-        ])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "troupe_llm=info")
-        .env("TROUPE_LOG_FORMAT", "text")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .env("RUST_LOG", "troupe_llm=info")
+    .env("TROUPE_LOG_FORMAT", "text")
+    .env("NO_COLOR", "1")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Killed however the test ends, so that a failure leaves no run behind.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stderr = child.stderr.take().unwrap();
-    let mut child = KillOnDrop(child);
+    let mut child = common::Running(child);
     let mut lines = BufReader::new(stderr).lines();
     let ready = lines
         .by_ref()

@@ -5,10 +5,12 @@
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -24,21 +26,7 @@ use prost::Message as _;
 use serde_json::{Value, json};
 
 fn troupe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_troupe"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TROUPE_LLM")
-        .env_remove("TROUPE_STORE")
-        .env_remove("TROUPE_CONFIG")
-        .env_remove("TROUPE_ENV")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("RUST_LOG");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command.output().expect("the troupe binary runs")
+    common::run(dir, args, env)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -5,31 +5,17 @@
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::Running;
 use serde_json::{Value, json};
 
-/// A `troupe` process, killed however the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn(dir: &std::path::Path, args: &[&str]) -> (Running, BufReader<ChildStderr>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_troupe"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("TROUPE_LLM")
-        .env_remove("TROUPE_CONFIG")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("RUST_LOG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+    let mut child = common::command(dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
