@@ -25,8 +25,6 @@ use crate::metrics::Metrics;
 const MAX_BODY: usize = 1024 * 1024;
 /// The largest page of tasks.
 const MAX_PAGE: usize = 500;
-/// The longest request id taken from a client; longer ones are replaced.
-const MAX_REQUEST_ID: usize = 128;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -69,21 +67,19 @@ pub fn router(state: ApiState) -> Router {
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn(with_request_id))
         .with_state(state)
 }
 
 /// Gives every request an id (the client's `X-Request-Id` if sane), a span
 /// carrying it, and echoes it in the response.
-async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
-        })
-        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+async fn with_request_id(mut request: Request, next: Next) -> Response {
+    let id = troupe::request_id(
+        request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok()),
+    );
     request.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!(
         "http.request",

@@ -47,5 +47,5 @@ pub use troupe_core as core;
 
 pub use config::TroupeConfig;
 pub use error::TroupeError;
-pub use orchestrator::TaskHandle;
+pub use orchestrator::{TaskHandle, request_id};
 pub use runtime::{Troupe, TroupeBuilder};

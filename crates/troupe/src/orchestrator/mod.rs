@@ -202,9 +202,7 @@ impl Orchestrator {
         }
         let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
         let id = record.id;
-        let request_id = request_id
-            .filter(|r| usable_request_id(r))
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let request_id = crate::orchestrator::request_id(request_id.as_deref());
         // The root of the task's trace, whatever span the caller is in.
         let span = tracing::info_span!(
             parent: None,
@@ -288,11 +286,22 @@ impl Orchestrator {
 }
 
 /// The longest request id kept; longer ones are replaced by a new one.
-pub(crate) const MAX_REQUEST_ID: usize = 128;
+const MAX_REQUEST_ID: usize = 128;
 
-/// A request id fit for logs: 1 to 128 printable ASCII characters, no spaces.
-fn usable_request_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
+/// `given` if it is fit for logs (1 to 128 printable ASCII characters, no
+/// spaces), else a new id: what every log line and span of a task carries.
+///
+/// ```
+/// assert_eq!(troupe::request_id(Some("req-42")), "req-42");
+/// assert_ne!(troupe::request_id(Some("a b")), "a b");
+/// assert_eq!(troupe::request_id(None).len(), 36);
+/// ```
+pub fn request_id(given: Option<&str>) -> String {
+    given
+        .filter(|id| {
+            !id.is_empty() && id.len() <= MAX_REQUEST_ID && id.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
 /// Counts a task in the pending-tasks gauge for as long as it lives, however
