@@ -6,7 +6,8 @@
 # rust-toolchain.toml), python3 with pip and a C++ compiler; scripts/local-model.sh
 # installs the offline model the real-LLM tests use (and cmake with apt-get when
 # missing), scripts/tools.sh installs promtool (Debian's prometheus package),
-# both reusing what is already installed. cargo-nextest is used when
+# scripts/services.sh starts Redis and PostgreSQL on 127.0.0.1 (installing them
+# with apt-get when missing), all reusing what is already installed or running. cargo-nextest is used when
 # installed, cargo test otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
 step "offline model (SmolLM2-135M + llama-server)"
 scripts/local-model.sh
+
+step "services (Redis, PostgreSQL on 127.0.0.1)"
+scripts/services.sh
 
 step "tools (promtool)"
 scripts/tools.sh

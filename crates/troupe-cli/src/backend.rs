@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use troupe::core::bus::{Bus, MemoryBus};
+use troupe::core::bus::{Bus, MemoryBus, MemoryBusConfig};
 use troupe::core::llm::LlmProvider;
 use troupe::core::store::Stores;
 use troupe::{Troupe, TroupeBuilder, TroupeConfig};
@@ -18,6 +18,7 @@ use troupe_llm::{
     LocalModelConfig, LocalPaths, LocalServer, OPENAI_BASE_URL, OpenAiClient, OpenAiConfig,
     StructuredOutput,
 };
+use troupe_redis::{RedisBus, RedisBusConfig};
 use troupe_testkit::mock::MockLlm;
 
 use crate::settings::Settings;
@@ -131,6 +132,14 @@ impl Llms {
             .fallback_llms(self.fallbacks.iter().map(|f| f.provider.clone()))
     }
 
+    /// The providers, primary first, for a runtime built by hand.
+    pub(crate) fn providers(&self) -> (Arc<dyn LlmProvider>, Vec<Arc<dyn LlmProvider>>) {
+        (
+            self.primary.provider.clone(),
+            self.fallbacks.iter().map(|f| f.provider.clone()).collect(),
+        )
+    }
+
     /// Stops the local servers, if any.
     pub(crate) async fn stop(self) {
         self.primary.stop().await;
@@ -237,13 +246,52 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The bus a `--bus` URL names.
-pub(crate) fn bus(url: Option<&str>) -> anyhow::Result<Arc<dyn Bus>> {
-    match url.unwrap_or("memory") {
-        "memory" => Ok(Arc::new(MemoryBus::default())),
-        u if u.starts_with("redis://") || u.starts_with("rediss://") => {
-            bail!("the Redis bus is not in this build yet; use --bus memory")
+pub(crate) async fn bus(settings: &Settings) -> anyhow::Result<Arc<dyn Bus>> {
+    let delivery = &settings.bus;
+    match settings.backend.bus.as_deref().unwrap_or("memory") {
+        "memory" => {
+            let mut config = MemoryBusConfig::default();
+            if let Some(v) = delivery.visibility_timeout {
+                config.visibility_timeout = v;
+            }
+            if let Some(n) = delivery.max_deliveries {
+                config.max_deliveries = n;
+            }
+            Ok(Arc::new(MemoryBus::new(config)))
         }
-        other => bail!("unknown --bus {other:?}: use memory"),
+        u if u.starts_with("redis://") || u.starts_with("rediss://") => {
+            let mut config = RedisBusConfig::default();
+            if let Some(v) = delivery.visibility_timeout {
+                config.visibility_timeout = v;
+            }
+            if let Some(n) = delivery.max_deliveries {
+                config.max_deliveries = n;
+            }
+            let bus = RedisBus::connect(u, config)
+                .await
+                .with_context(|| format!("cannot connect to the bus {}", redact_url(u)))?;
+            Ok(Arc::new(bus))
+        }
+        other => bail!("unknown --bus {other:?}: use memory or redis://HOST:PORT"),
+    }
+}
+
+/// Whether the bus in force lives in this process only (its workers must too).
+pub(crate) fn bus_is_local(settings: &Settings) -> bool {
+    matches!(settings.backend.bus.as_deref(), None | Some("memory"))
+}
+
+/// `url` with any password blanked, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((user_info, host)) if user_info.contains(':') => {
+                let user = user_info.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 

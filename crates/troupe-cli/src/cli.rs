@@ -27,6 +27,68 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Serve the HTTP API (tasks, /healthz, /metrics) with an orchestrator and workers.
     Serve(ServeArgs),
+    /// Run workers of one role that take subtasks off a shared bus.
+    Worker(WorkerArgs),
+    /// List the live workers on the bus (its worker registry).
+    Workers(BusArgs),
+    /// Inspect and requeue dead letters (messages set aside after too many deliveries).
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `troupe worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) backend: BackendArgs,
+    /// The role served: researcher, coder, analyst, writer or reviewer.
+    #[arg(long, env = "TROUPE_ROLE", value_name = "ROLE")]
+    pub(crate) role: String,
+    /// Subtasks run at once (default: workers.concurrency of the configuration).
+    #[arg(long, env = "TROUPE_CONCURRENCY", value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub(crate) metrics_addr: Option<String>,
+}
+
+/// A bus to inspect.
+#[derive(Debug, Args)]
+pub(crate) struct BusArgs {
+    /// The bus: redis://... (or memory, which is empty in a new process).
+    #[arg(long, env = "TROUPE_BUS", value_name = "URL")]
+    pub(crate) bus: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List a topic's dead letters, oldest first.
+    List(DlqArgs),
+    /// Put dead letters back on their topic (all, or those named by --id).
+    Requeue(DlqRequeueArgs),
+}
+
+/// Which dead letters.
+#[derive(Debug, Args)]
+pub(crate) struct DlqArgs {
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// The topic: `role.NAME` for a role's subtasks, `inbox.AGENT` for replies.
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) topic: String,
+}
+
+/// `troupe dlq requeue`.
+#[derive(Debug, Args)]
+pub(crate) struct DlqRequeueArgs {
+    #[command(flatten)]
+    pub(crate) dlq: DlqArgs,
+    /// Only the dead letter with this message id (repeat for more).
+    #[arg(long = "id", value_name = "MESSAGE_ID")]
+    pub(crate) ids: Vec<String>,
 }
 
 /// `troupe serve`.
@@ -42,6 +104,10 @@ pub(crate) struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub(crate) addr: String,
+    /// Host the built-in workers in this process even on a shared bus (on
+    /// the memory bus they always are).
+    #[arg(long)]
+    pub(crate) workers: bool,
 }
 
 /// Where the LLM, the ledgers and the messages live.
@@ -64,10 +130,10 @@ pub(crate) struct BackendArgs {
     /// The model name for the LLM.
     #[arg(long, env = "TROUPE_MODEL", value_name = "NAME")]
     pub(crate) model: Option<String>,
-    /// The store: sqlite://PATH (default sqlite://troupe.db) or memory.
+    /// The store: sqlite://PATH (default sqlite://troupe.db), postgres://... or memory.
     #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
-    /// The bus: memory (default).
+    /// The bus: memory (default), or redis://HOST[:PORT][/DB] (rediss:// for TLS).
     #[arg(long, env = "TROUPE_BUS", value_name = "URL")]
     pub(crate) bus: Option<String>,
     /// How the LLM server is held to JSON: json_schema (default), json_object or prompt.
@@ -82,6 +148,9 @@ pub(crate) struct RunArgs {
     /// Print one JSON document instead of the answer.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Host the built-in workers in this process even on a shared bus.
+    #[arg(long)]
+    pub(crate) workers: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics while the task runs.
     #[arg(long, env = "TROUPE_METRICS_ADDR", value_name = "HOST:PORT")]
     pub(crate) metrics_addr: Option<String>,
@@ -100,7 +169,7 @@ pub(crate) enum TasksCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
-    /// The store: sqlite://PATH (default sqlite://troupe.db).
+    /// The store: sqlite://PATH (default sqlite://troupe.db) or postgres://....
     #[arg(long, env = "TROUPE_STORE", value_name = "URL")]
     pub(crate) store: Option<String>,
 }
@@ -145,6 +214,9 @@ pub(crate) struct BenchArgs {
     /// Tasks in flight at once.
     #[arg(long, default_value_t = 16)]
     pub(crate) concurrency: usize,
+    /// Host the built-in workers in this process even on a shared bus.
+    #[arg(long)]
+    pub(crate) workers: bool,
     /// Tasks run first and not measured (default: a tenth of --tasks, at most 500).
     #[arg(long)]
     pub(crate) warmup: Option<usize>,

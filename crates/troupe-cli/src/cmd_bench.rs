@@ -112,7 +112,10 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     let llms = Llms::start(&llm_spec, &settings).await?;
     let mut config = settings.runtime.clone();
     llms.fit(&mut config);
-    let bus = backend::bus(settings.backend.bus.as_deref())?;
+    // One goal (or one benchmark) in this process: leave other coordinators' tasks alone.
+    config.coordinator.takeover = false;
+    let bus = backend::bus(&settings).await?;
+    let host_workers = backend::bus_is_local(&settings) || args.workers;
     let scratch = tempfile::tempdir()?;
     let (store_url, store_label) = match &settings.backend.store {
         Some(url) => (url.clone(), url.clone()),
@@ -130,6 +133,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
     let troupe = Arc::new(
         llms.builder()
             .bus(bus)
+            .host_workers(host_workers)
             .stores(stores)
             .config(config)
             .build()

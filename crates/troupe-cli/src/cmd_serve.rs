@@ -65,7 +65,8 @@ pub(crate) async fn expose_metrics(addr: Option<&str>) -> anyhow::Result<Option<
 
 pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result<i32> {
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
-    let bus = backend::bus(settings.backend.bus.as_deref())?;
+    let bus = backend::bus(&settings).await?;
+    let host_workers = backend::bus_is_local(&settings) || args.workers;
     let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
     let stores = backend::stores(settings.store_url()).await?;
     let mut config = settings.runtime.clone();
@@ -73,6 +74,7 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let troupe = Arc::new(
         llms.builder()
             .bus(bus)
+            .host_workers(host_workers)
             .stores(stores)
             .config(config)
             .build()

@@ -10,13 +10,14 @@ mod cmd_bench;
 mod cmd_run;
 mod cmd_serve;
 mod cmd_tasks;
+mod cmd_worker;
 mod live;
 mod settings;
 mod telemetry;
 
 use clap::Parser as _;
 
-use crate::cli::{Cli, Command, TasksCommand};
+use crate::cli::{Cli, Command, DlqCommand, TasksCommand};
 use crate::settings::Settings;
 
 /// Exit code for bad usage, configuration or setup.
@@ -75,6 +76,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
             cmd_bench::bench(args, settings).await
         }
+        Command::Worker(args) => {
+            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
+            cmd_worker::worker(args, settings).await
+        }
+        Command::Workers(args) => {
+            let settings = bus_settings(cli.config.as_deref(), args.bus.clone())?;
+            cmd_worker::workers(args, settings).await
+        }
+        Command::Dlq(DlqCommand::List(args)) => {
+            let settings = bus_settings(cli.config.as_deref(), args.bus.bus.clone())?;
+            cmd_worker::dlq_list(args, settings).await
+        }
+        Command::Dlq(DlqCommand::Requeue(args)) => {
+            let settings = bus_settings(cli.config.as_deref(), args.dlq.bus.bus.clone())?;
+            cmd_worker::dlq_requeue(args, settings).await
+        }
         Command::Tasks(TasksCommand::List(args)) => {
             let flags = cli::BackendArgs {
                 store: args.store.store.clone(),
@@ -92,4 +109,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             cmd_tasks::show(args, settings.backend.store).await
         }
     }
+}
+
+/// The settings of a command that only looks at the bus.
+fn bus_settings(file: Option<&std::path::Path>, bus: Option<String>) -> anyhow::Result<Settings> {
+    let flags = cli::BackendArgs {
+        bus,
+        ..Default::default()
+    };
+    Settings::load(file, &flags)
 }

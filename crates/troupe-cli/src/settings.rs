@@ -2,7 +2,8 @@
 //!
 //! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`,
 //! `structured_output`), a `[local]` table for the offline model's server,
-//! the runtime's tables (`[orchestrator]`, `[workers]`, `[llm]`), and the
+//! a `[bus]` table (delivery settings), the runtime's tables
+//! (`[orchestrator]`, `[workers]`, `[llm]`, `[retry]`, `[coordinator]`), and the
 //! telemetry tables (`[log]`, `[traces]`, read by [`crate::telemetry`]);
 //! unknown keys rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
 //! flags come in through clap and override the file.
@@ -13,7 +14,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 use troupe::TroupeConfig;
-use troupe::config::{LlmCallConfig, OrchestratorConfig, RetryConfig, WorkersConfig, duration};
+use troupe::config::{
+    CoordinatorConfig, LlmCallConfig, OrchestratorConfig, RetryConfig, WorkersConfig, duration,
+};
 use troupe_llm::{LocalModelConfig, StructuredOutput};
 
 use crate::cli::BackendArgs;
@@ -30,6 +33,8 @@ struct FileConfig {
     workers: WorkersConfig,
     llm: LlmCallConfig,
     retry: RetryConfig,
+    coordinator: CoordinatorConfig,
+    bus: BusSettings,
     /// Read and checked by [`crate::telemetry`].
     log: serde::de::IgnoredAny,
     /// Read and checked by [`crate::telemetry`].
@@ -46,6 +51,44 @@ struct FileBackend {
     store: Option<String>,
     bus: Option<String>,
     structured_output: Option<String>,
+}
+
+/// How the bus delivers (`[bus]`); unset keys keep the bus's defaults (60 s
+/// and 5 deliveries). The visibility timeout is how long a message taken by a
+/// worker that died waits before another worker gets it: the recovery time
+/// after a crash. Busy workers extend it every `workers.heartbeat`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct BusSettings {
+    /// How long a delivery stays invisible to other consumers before redelivery.
+    #[serde(default, with = "optional_duration")]
+    pub(crate) visibility_timeout: Option<Duration>,
+    /// Deliveries after which a message goes to the dead letters.
+    pub(crate) max_deliveries: Option<u32>,
+}
+
+impl BusSettings {
+    fn validate(&self, workers: &WorkersConfig) -> anyhow::Result<()> {
+        if let Some(v) = self.visibility_timeout {
+            if v < Duration::from_millis(100) {
+                anyhow::bail!(
+                    "invalid configuration: bus.visibility_timeout is {}; it must be at least 100ms",
+                    duration::format(v)
+                );
+            }
+            if workers.heartbeat * 2 > v {
+                anyhow::bail!(
+                    "invalid configuration: workers.heartbeat ({}) must be at most half of bus.visibility_timeout ({}), or busy workers lose their messages",
+                    duration::format(workers.heartbeat),
+                    duration::format(v)
+                );
+            }
+        }
+        if self.max_deliveries == Some(0) {
+            anyhow::bail!("invalid configuration: bus.max_deliveries must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 /// How the offline model's `llama-server` runs (`[local]`); unset keys keep
@@ -124,6 +167,7 @@ pub(crate) struct Settings {
     pub(crate) backend: BackendArgs,
     pub(crate) local: LocalSettings,
     pub(crate) runtime: TroupeConfig,
+    pub(crate) bus: BusSettings,
 }
 
 impl Settings {
@@ -145,9 +189,11 @@ impl Settings {
             workers: parsed.workers,
             llm: parsed.llm,
             retry: parsed.retry,
+            coordinator: parsed.coordinator,
         };
         runtime.validate()?;
         parsed.local.validate()?;
+        parsed.bus.validate(&runtime.workers)?;
         let backend = BackendArgs {
             llm: flags.llm.clone().or(parsed.backend.llm),
             fallback_llm: if flags.fallback_llm.is_empty() {
@@ -171,6 +217,7 @@ impl Settings {
             backend,
             local: parsed.local,
             runtime,
+            bus: parsed.bus,
         })
     }
 

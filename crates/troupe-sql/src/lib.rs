@@ -1,27 +1,31 @@
 //! # troupe-sql
 //!
-//! SQL stores for Troupe's task and progress ledgers.
+//! SQL stores for Troupe's task and progress ledgers, task leases and checkpoints.
 //!
 //! # Layout
 //!
 //! - [`SqliteStore`] ([`sqlite`]): the embedded default, one file, no server.
+//! - [`PostgresStore`] ([`postgres`]): a server shared by several coordinators
+//!   and workers on several machines.
 //! - [`migrations`]: the schema, one ordered list of SQL files per dialect
 //!   (`migrations/<dialect>/`), applied at start.
 //! - `codec`: column conversions shared by the dialects.
 //!
 //! The dialect seam is the store traits of `troupe-core` plus the per-dialect
-//! migrations: a PostgreSQL store implements the same traits with its own SQL
-//! and passes the same conformance suite.
+//! migrations: each store implements the same traits with its own SQL and
+//! passes the same conformance suite (`troupe-testkit`).
 //!
 //! [`open_url`] turns a `--store` URL into a store.
 
 mod codec;
 pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use troupe_core::store::{StoreError, Stores};
 
@@ -36,7 +40,29 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!rest.is_empty()).then(|| PathBuf::from(rest))
 }
 
-/// Opens the stores a URL names: `memory`, or `sqlite://PATH`.
+/// Whether a URL names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The URL with any password in it replaced by `***`, for messages.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the stores a URL names: `memory`, `sqlite://PATH`, or
+/// `postgres://...` (also `postgresql://...`, with the default [`PostgresOptions`]).
 pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
     if url == "memory" {
         return Ok(Stores::memory());
@@ -45,14 +71,13 @@ pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
         let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
         return Ok(Stores::from_backend(Arc::new(store)));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Backend(
-            "PostgreSQL stores are not available in this build yet; use sqlite://PATH or memory"
-                .into(),
-        ));
+    if is_postgres_url(url) {
+        let store = PostgresStore::connect(url, PostgresOptions::default()).await?;
+        return Ok(Stores::from_backend(Arc::new(store)));
     }
     Err(StoreError::Backend(format!(
-        "unknown store URL {url:?}: use sqlite://PATH (default sqlite://troupe.db) or memory"
+        "unknown store URL {:?}: use sqlite://PATH (default sqlite://troupe.db), postgres://... or memory",
+        redact(url)
     )))
 }
 
@@ -76,5 +101,18 @@ mod tests {
         );
         assert_eq!(sqlite_path("sqlite://"), None);
         assert_eq!(sqlite_path("postgres://x"), None);
+    }
+
+    #[test]
+    fn postgres_urls_are_recognised_and_redacted() {
+        assert!(is_postgres_url("postgres://u@h/db"));
+        assert!(is_postgres_url("postgresql://h/db"));
+        assert!(!is_postgres_url("sqlite://x.db"));
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("mysql://h"), "mysql://h");
     }
 }

@@ -27,7 +27,19 @@ pub const SQLITE: &[Migration] = &[
         name: "progress_usage",
         sql: include_str!("../migrations/sqlite/0002_progress_usage.sql"),
     },
+    Migration {
+        version: 3,
+        name: "leases_checkpoints",
+        sql: include_str!("../migrations/sqlite/0003_leases_checkpoints.sql"),
+    },
 ];
+
+/// The PostgreSQL migrations.
+pub const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../migrations/postgres/0001_init.sql"),
+}];
 
 /// The table that records applied migrations (same name in every dialect).
 pub const TABLE: &str = "troupe_migrations";

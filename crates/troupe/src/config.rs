@@ -18,6 +18,44 @@ pub struct TroupeConfig {
     pub llm: LlmCallConfig,
     /// How failed store and bus operations are retried.
     pub retry: RetryConfig,
+    /// How coordinators share tasks: leases, take-over, checkpoints.
+    pub coordinator: CoordinatorConfig,
+}
+
+/// How coordinators share tasks. A coordinator drives a task while it holds
+/// the task's lease, renewing it every third of `lease_ttl`; when a
+/// coordinator dies, another one takes its tasks over once their leases
+/// lapse, and resumes each from its checkpoint and the task ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// How long a claim on a task lasts without renewal: how soon after a
+    /// coordinator dies its tasks can be taken over.
+    #[serde(with = "duration")]
+    pub lease_ttl: Duration,
+    /// Whether this process takes over tasks whose coordinator died (or that
+    /// a stopping one gave back). `troupe run` and `troupe bench` turn it off.
+    pub takeover: bool,
+    /// How often this process looks for such tasks.
+    #[serde(with = "duration")]
+    pub scan_interval: Duration,
+    /// The most tasks taken over per look.
+    pub takeover_batch: usize,
+    /// A task's state is checkpointed at every status change and after this
+    /// many progress steps.
+    pub checkpoint_every: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(15),
+            takeover: true,
+            scan_interval: Duration::from_secs(5),
+            takeover_batch: 50,
+            checkpoint_every: 20,
+        }
+    }
 }
 
 /// Retries of store and bus operations that failed for a passing reason
@@ -401,6 +439,19 @@ impl TroupeConfig {
         )?;
         nonzero("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
         at_most_a_day("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
+        let c = &self.coordinator;
+        nonzero("coordinator.scan_interval", c.scan_interval)?;
+        at_least("coordinator.takeover_batch", c.takeover_batch, 1)?;
+        at_least("coordinator.checkpoint_every", c.checkpoint_every, 1)?;
+        if c.lease_ttl < Duration::from_millis(300) || c.lease_ttl > Duration::from_secs(3600) {
+            return Err(ConfigError {
+                key: "coordinator.lease_ttl",
+                problem: format!(
+                    "is {}; it must be between 300ms and 1h",
+                    duration::format(c.lease_ttl)
+                ),
+            });
+        }
         at_least("retry.store.max_attempts", self.retry.store.max_attempts, 1)?;
         self.retry.store.backoff.validate("retry.store.backoff")?;
         at_least("retry.bus.max_attempts", self.retry.bus.max_attempts, 1)?;

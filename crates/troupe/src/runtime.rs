@@ -54,6 +54,16 @@ async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: Cancell
     }
 }
 
+/// `bus` as the runtime uses it: observed (spans, metrics) and with its
+/// publishes retried by `[retry] bus`.
+pub(crate) fn wrap_bus(bus: Arc<dyn Bus>, config: &TroupeConfig) -> Arc<dyn Bus> {
+    let retry = &config.retry.bus;
+    Arc::new(resilience::RetryingBus {
+        inner: Arc::new(ObservedBus::new(bus)),
+        policy: RetryPolicy::new(retry.max_attempts, retry.backoff.clone()),
+    })
+}
+
 /// The runtime of one process: an orchestrator and the workers it hosts.
 ///
 /// ```
@@ -315,12 +325,11 @@ impl TroupeBuilder {
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
         let llm = resilience::compose(llm, self.fallbacks, &self.config.llm)
             .map_err(|e| TroupeError::Setup(e.to_string()))?;
-        let bus = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
+        let bus = wrap_bus(
+            self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default())),
+            &self.config,
+        );
         let retry = &self.config.retry;
-        let bus: Arc<dyn Bus> = Arc::new(resilience::RetryingBus {
-            inner: Arc::new(ObservedBus::new(bus)),
-            policy: RetryPolicy::new(retry.bus.max_attempts, retry.bus.backoff.clone()),
-        });
         let stores = resilience::retrying_stores(
             self.stores.unwrap_or_else(Stores::memory),
             RetryPolicy::new(retry.store.max_attempts, retry.store.backoff.clone()),
@@ -377,6 +386,7 @@ impl TroupeBuilder {
                         worker: worker.clone(),
                         bus: bus.clone(),
                         config: self.config.workers.clone(),
+                        busy: Arc::default(),
                     };
                     handles.push(runner.start(shutdown.clone(), abandon.clone()).await?);
                 }

@@ -5,7 +5,11 @@
 //! is no reaper task: a consumer waiting for a message also sleeps until the
 //! earliest deadline, and moves what expired back to the front of the queue
 //! (or to the dead letters after `max_deliveries`). All locks are plain mutexes
-//! held for a few instructions and never across an await.
+//! held for a few instructions and never across an await; when two are held
+//! at once, the order is: topics, then a group's state, then dead letters.
+//!
+//! Requeued dead letters go to the back of their group's queue with a fresh
+//! delivery count. The worker registry is a [`WorkerTable`] in the bus.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +21,10 @@ use chrono::Utc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Acknowledger, Bus, BusError, DeadLetter, Delivery, Subscription};
+use super::registry::WorkerTable;
+use super::{Acknowledger, Bus, BusError, DeadLetter, Delivery, Subscription, WorkerInfo};
 use crate::envelope::Envelope;
-use crate::ids::AgentId;
+use crate::ids::{AgentId, MessageId};
 
 /// Settings of a [`MemoryBus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,7 @@ struct Shared {
     config: MemoryBusConfig,
     topics: Mutex<HashMap<String, TopicState>>,
     next_tag: AtomicU64,
+    workers: WorkerTable,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +233,52 @@ impl Bus for MemoryBus {
             .get(topic)
             .map(|t| lock(&t.dead).iter().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        topic: &str,
+        ids: Option<&[MessageId]>,
+    ) -> Result<usize, BusError> {
+        let mut topics = lock(&self.shared.topics);
+        let Some(state) = topics.get_mut(topic) else {
+            return Ok(0);
+        };
+        // Take the chosen letters out first and release the dead-letter lock:
+        // a group's state is locked before the dead letters everywhere else.
+        let chosen: Vec<DeadLetter> = {
+            let mut dead = lock(&state.dead);
+            let (chosen, kept): (VecDeque<_>, VecDeque<_>) = dead
+                .drain(..)
+                .partition(|d| ids.is_none_or(|ids| ids.contains(&d.envelope.id)));
+            *dead = kept;
+            chosen.into()
+        };
+        let requeued = chosen.len();
+        for letter in chosen {
+            let envelope = Arc::new(letter.envelope);
+            match state.groups.get(&letter.group) {
+                Some(group) => {
+                    lock(&group.state).ready.push_back(Queued {
+                        envelope,
+                        deliveries: 0,
+                    });
+                    group.notify.notify_one();
+                }
+                // Groups are never removed, so this is a letter from a bus
+                // state we did not make; the next new group takes it.
+                None => state.backlog.push_back(envelope),
+            }
+        }
+        Ok(requeued)
+    }
+
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
+        self.shared.workers.refresh(info, ttl)
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
+        Ok(self.shared.workers.live())
     }
 }
 

@@ -7,20 +7,27 @@
 //! consumer group of a topic gets every message once; the consumers of one
 //! group compete for them. A message published before any group exists waits
 //! for the first group, as in Redis Streams with a group created at `0`.
+//!
+//! Dead letters stay visible ([`Bus::dead_letters`]) and can be put back on
+//! their topic ([`Bus::requeue_dead_letters`]). Workers announce themselves
+//! with [`Bus::heartbeat`], and [`Bus::workers`] lists the live ones.
 
 mod memory;
+mod registry;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use memory::{MemoryBus, MemoryBusConfig};
+pub use registry::WorkerInfo;
 
 use crate::envelope::Envelope;
-use crate::ids::AgentId;
+use crate::ids::{AgentId, MessageId};
 use crate::role::Role;
 
 /// Topic names.
@@ -173,7 +180,13 @@ pub struct DeadLetter {
 #[async_trait]
 pub trait Subscription: Send {
     /// The next delivery; waits until there is one. Cancel-safe: dropping the
-    /// future loses no message.
+    /// future loses no message (at worst it is delivered again after the
+    /// visibility timeout).
+    ///
+    /// An error ends nothing: the subscription stays usable and the caller
+    /// calls `next` again (after a pause, for a retryable error), except after
+    /// [`BusError::Closed`]. [`BusError::Malformed`] means one unreadable
+    /// message was moved to the dead letters instead of being delivered.
     async fn next(&mut self) -> Result<Delivery, BusError>;
 }
 
@@ -222,6 +235,40 @@ pub trait Bus: Send + Sync {
     async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
         let _ = topic;
         Ok(None)
+    }
+
+    /// Puts dead letters of `topic` back on it, each for the consumer group
+    /// that gave up on it (other groups do not see it again), with a fresh
+    /// delivery count, and removes them from the dead letters. `ids` names
+    /// the messages (by [`Envelope::id`]) to put back; `None` puts back all
+    /// of them. Returns how many were put back; ids that name no dead letter
+    /// are skipped.
+    ///
+    /// The default refuses: a bus that cannot requeue says so.
+    async fn requeue_dead_letters(
+        &self,
+        topic: &str,
+        ids: Option<&[MessageId]>,
+    ) -> Result<usize, BusError> {
+        let _ = (topic, ids);
+        Err(BusError::Invalid(format!(
+            "the {} bus does not support requeueing dead letters",
+            self.name()
+        )))
+    }
+
+    /// Registers a worker, or refreshes its entry: it stays listed by
+    /// [`workers`](Bus::workers) for `ttl` after this call unless refreshed
+    /// again. The default keeps no registry and does nothing.
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
+        let _ = (info, ttl);
+        Ok(())
+    }
+
+    /// The workers whose last heartbeat has not expired, ordered by agent id.
+    /// The default keeps no registry and lists none.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
+        Ok(Vec::new())
     }
 }
 

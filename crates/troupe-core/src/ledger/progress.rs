@@ -52,11 +52,13 @@ pub enum EventKind {
     TaskFailed,
     /// The task was cancelled.
     TaskCancelled,
+    /// A coordinator took the task over (its own died or stopped) and resumed it.
+    TaskResumed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::TaskSubmitted,
         EventKind::PlanningStarted,
         EventKind::PlanRejected,
@@ -76,6 +78,7 @@ impl EventKind {
         EventKind::TaskCompleted,
         EventKind::TaskFailed,
         EventKind::TaskCancelled,
+        EventKind::TaskResumed,
     ];
 
     /// The kind's name, as stored and printed.
@@ -100,6 +103,7 @@ impl EventKind {
             EventKind::TaskCompleted => "task_completed",
             EventKind::TaskFailed => "task_failed",
             EventKind::TaskCancelled => "task_cancelled",
+            EventKind::TaskResumed => "task_resumed",
         }
     }
 }

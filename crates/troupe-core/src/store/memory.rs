@@ -2,11 +2,16 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use super::{ProgressStore, StoreError, TaskQuery, TaskStore, TaskUpdate};
-use crate::ids::{SubtaskId, TaskId};
+use super::{
+    CHECKPOINTS_KEPT, Checkpoint, CheckpointStore, Lease, LeaseStore, ProgressStore, StoreError,
+    TaskQuery, TaskStore, TaskUpdate,
+};
+use crate::ids::{AgentId, SubtaskId, TaskId};
 use crate::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
 use crate::task::{SubtaskRecord, SubtaskStatus, TaskRecord, TaskSummary};
 
@@ -20,6 +25,31 @@ pub struct MemoryStore {
 struct Inner {
     tasks: HashMap<TaskId, TaskRecord>,
     progress: HashMap<TaskId, Vec<ProgressEntry>>,
+    leases: HashMap<TaskId, LeaseRow>,
+    /// Oldest first.
+    checkpoints: HashMap<TaskId, Vec<Checkpoint>>,
+}
+
+/// A task's lease state; a task without a row was never leased (epoch 0).
+#[derive(Debug)]
+struct LeaseRow {
+    owner: Option<AgentId>,
+    epoch: u64,
+    until: DateTime<Utc>,
+}
+
+impl Inner {
+    fn epoch(&self, task: TaskId) -> u64 {
+        self.leases.get(&task).map_or(0, |l| l.epoch)
+    }
+}
+
+/// `now + ttl`, saturating.
+fn after(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl MemoryStore {
@@ -60,8 +90,21 @@ impl TaskStore for MemoryStore {
 
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
         let mut inner = self.lock();
+        if !inner.tasks.contains_key(&id) {
+            return Err(StoreError::NotFound(id));
+        }
+        if update.fence.is_some_and(|epoch| epoch != inner.epoch(id)) {
+            return Err(StoreError::Fenced(id));
+        }
         let task = inner.tasks.get_mut(&id).ok_or(StoreError::NotFound(id))?;
-        Ok(update.apply(task))
+        let applied = update.apply(task);
+        // An ended task is driven by nobody.
+        if task.status.is_terminal()
+            && let Some(row) = inner.leases.get_mut(&id)
+        {
+            row.owner = None;
+        }
+        Ok(applied)
     }
 
     async fn save_plan(
@@ -129,6 +172,145 @@ impl ProgressStore for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryStore {
+    async fn acquire(
+        &self,
+        task: TaskId,
+        owner: &AgentId,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut inner = self.lock();
+        let now = crate::time::now();
+        let open = inner
+            .tasks
+            .get(&task)
+            .is_some_and(|t| !t.status.is_terminal());
+        let held = inner
+            .leases
+            .get(&task)
+            .is_some_and(|l| l.owner.is_some() && l.until > now);
+        if !open || held {
+            return Ok(None);
+        }
+        let epoch = inner.epoch(task) + 1;
+        let until = after(now, ttl);
+        inner.leases.insert(
+            task,
+            LeaseRow {
+                owner: Some(owner.clone()),
+                epoch,
+                until,
+            },
+        );
+        Ok(Some(Lease {
+            task,
+            owner: owner.clone(),
+            epoch,
+            expires_at: until,
+        }))
+    }
+
+    async fn renew(
+        &self,
+        owner: &AgentId,
+        held: &[(TaskId, u64)],
+        ttl: Duration,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut inner = self.lock();
+        let until = after(crate::time::now(), ttl);
+        let mut kept = Vec::new();
+        for (task, epoch) in held {
+            let open = inner
+                .tasks
+                .get(task)
+                .is_some_and(|t| !t.status.is_terminal());
+            if let Some(row) = inner.leases.get_mut(task)
+                && open
+                && row.epoch == *epoch
+                && row.owner.as_ref() == Some(owner)
+            {
+                row.until = until;
+                kept.push(*task);
+            }
+        }
+        Ok(kept)
+    }
+
+    async fn release(&self, task: TaskId, owner: &AgentId, epoch: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(row) = inner.leases.get_mut(&task)
+            && row.epoch == epoch
+            && row.owner.as_ref() == Some(owner)
+        {
+            row.owner = None;
+        }
+        Ok(())
+    }
+
+    async fn orphaned(&self, grace: Duration, limit: usize) -> Result<Vec<TaskId>, StoreError> {
+        let inner = self.lock();
+        let now = crate::time::now();
+        let cutoff = chrono::Duration::from_std(grace)
+            .ok()
+            .and_then(|g| now.checked_sub_signed(g))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut found: Vec<&TaskRecord> = inner
+            .tasks
+            .values()
+            .filter(|t| !t.status.is_terminal())
+            .filter(|t| match inner.leases.get(&t.id) {
+                None => t.created_at < cutoff,
+                Some(l) => l.owner.is_none() || l.until <= now,
+            })
+            .collect();
+        found.sort_by_key(|t| t.id);
+        Ok(found.into_iter().take(limit).map(|t| t.id).collect())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let id = checkpoint.task;
+        if !inner.tasks.contains_key(&id) {
+            return Err(StoreError::NotFound(id));
+        }
+        if checkpoint.epoch != inner.epoch(id) {
+            return Err(StoreError::Fenced(id));
+        }
+        let list = inner.checkpoints.entry(id).or_default();
+        list.push(checkpoint.clone());
+        let excess = list.len().saturating_sub(CHECKPOINTS_KEPT);
+        list.drain(..excess);
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self, task: TaskId) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self
+            .lock()
+            .checkpoints
+            .get(&task)
+            .and_then(|l| l.last().cloned()))
+    }
+
+    async fn prune_checkpoints(&self) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let ended: Vec<TaskId> = inner
+            .checkpoints
+            .keys()
+            .filter(|id| inner.tasks.get(id).is_none_or(|t| t.status.is_terminal()))
+            .copied()
+            .collect();
+        let mut removed = 0;
+        for id in ended {
+            removed += inner.checkpoints.remove(&id).map_or(0, |l| l.len() as u64);
+        }
+        Ok(removed)
     }
 }
 

@@ -1,11 +1,15 @@
 //! The store seam, split by aggregate: [`TaskStore`] keeps the task ledger
 //! (tasks and their subtasks), [`ProgressStore`] the append-only progress
-//! ledger. The store is the source of truth; the bus only carries messages.
+//! ledger; [`LeaseStore`] says which coordinator drives a task and
+//! [`CheckpointStore`] keeps what it needs to resume one another coordinator
+//! was driving. The store is the source of truth; the bus only carries messages.
 //!
 //! Every implementation applies [`SubtaskChange`] with the same guards as
 //! [`TaskLedger`](crate::ledger::TaskLedger), so a duplicate delivery changes
 //! nothing, and passes the conformance suite in `troupe-testkit`.
 
+mod checkpoint;
+mod lease;
 mod memory;
 
 use std::fmt;
@@ -15,6 +19,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use checkpoint::{CHECKPOINTS_KEPT, Checkpoint, CheckpointStore};
+pub use lease::{Lease, LeaseStore};
 pub use memory::MemoryStore;
 
 use crate::ids::{SubtaskId, TaskId};
@@ -45,6 +51,9 @@ pub enum StoreError {
     /// Any other database error.
     #[error("store error: {0}")]
     Backend(String),
+    /// The write carried an old lease epoch: another coordinator took the task.
+    #[error("task {0} is driven by another coordinator now")]
+    Fenced(TaskId),
 }
 
 impl StoreError {
@@ -67,6 +76,11 @@ pub struct TaskUpdate {
     pub usage: Option<Usage>,
     /// When the change happened.
     pub at: DateTime<Utc>,
+    /// The lease epoch the writer holds: the update is refused with
+    /// [`StoreError::Fenced`] unless it is the task's current one. `None`
+    /// writes whatever the lease (a single process, or a cancel by an operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 impl TaskUpdate {
@@ -78,6 +92,7 @@ impl TaskUpdate {
             error: None,
             usage: None,
             at: crate::time::now(),
+            fence: None,
         }
     }
 
@@ -220,14 +235,23 @@ pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
     /// The progress ledger.
     pub progress: Arc<dyn ProgressStore>,
+    /// Task leases.
+    pub leases: Arc<dyn LeaseStore>,
+    /// Checkpoints.
+    pub checkpoints: Arc<dyn CheckpointStore>,
 }
 
 impl Stores {
-    /// Both ledgers kept by one backend.
-    pub fn from_backend<S: TaskStore + ProgressStore + 'static>(backend: Arc<S>) -> Self {
+    /// Every aggregate kept by one backend.
+    pub fn from_backend<S>(backend: Arc<S>) -> Self
+    where
+        S: TaskStore + ProgressStore + LeaseStore + CheckpointStore + 'static,
+    {
         Self {
             tasks: backend.clone(),
-            progress: backend,
+            progress: backend.clone(),
+            leases: backend.clone(),
+            checkpoints: backend,
         }
     }
 

@@ -1,4 +1,5 @@
-//! [`SqliteStore`]: both ledgers in one SQLite file, the embedded default.
+//! [`SqliteStore`]: the task and progress ledgers, task leases and checkpoints
+//! in one SQLite file, the embedded default.
 //!
 //! Writes go through one writer thread with group commit (the `writer` module); reads
 //! use a small pool of read-only connections on blocking threads. The database
@@ -6,6 +7,8 @@
 //! the writer. With `synchronous = NORMAL` (the default) a committed write
 //! survives a crash of the process; `FULL` also survives a power cut.
 
+mod checkpoints;
+mod leases;
 mod migrate;
 mod progress;
 mod rows;
@@ -54,7 +57,7 @@ impl Default for SqliteOptions {
     }
 }
 
-/// Both ledgers in one SQLite file.
+/// The task and progress ledgers, task leases and checkpoints in one SQLite file.
 ///
 /// ```
 /// use troupe_core::store::TaskStore;

@@ -7,11 +7,13 @@ use troupe_core::store::{StoreError, TaskQuery, TaskStore, TaskUpdate};
 use troupe_core::task::{SubtaskRecord, TaskRecord, TaskStatus, TaskSummary};
 use troupe_core::{SubtaskId, TaskId};
 
+use super::checkpoints::lease_epoch;
 use super::rows::{load_task, summary_row};
 use super::{SqliteStore, is_primary_key_violation, sql_error};
 use crate::codec::{i64_of, json_list, millis};
 
-const TERMINAL: &str = "('completed', 'failed', 'cancelled')";
+/// The statuses of an ended task, as an SQL list.
+pub(super) const TERMINAL: &str = "('completed', 'failed', 'cancelled')";
 
 #[async_trait]
 impl TaskStore for SqliteStore {
@@ -87,6 +89,12 @@ impl TaskStore for SqliteStore {
         let update = update.clone();
         self.writer
             .write(move |conn| {
+                // Checked in the same write job as the update: no acquisition can come between.
+                if let Some(fence) = update.fence
+                    && lease_epoch(conn, id)?.ok_or(StoreError::NotFound(id))? != i64_of(fence)
+                {
+                    return Err(StoreError::Fenced(id));
+                }
                 let at = millis(update.at);
                 let finished = update.status.is_some_and(TaskStatus::is_terminal);
                 let changed = conn
@@ -94,7 +102,8 @@ impl TaskStore for SqliteStore {
                         "UPDATE tasks SET status = COALESCE(?2, status), result = COALESCE(?3, result), \
                          error = COALESCE(?4, error), prompt_tokens = COALESCE(?5, prompt_tokens), \
                          completion_tokens = COALESCE(?6, completion_tokens), updated_at = ?7, \
-                         finished_at = CASE WHEN ?8 THEN ?7 ELSE finished_at END \
+                         finished_at = CASE WHEN ?8 THEN ?7 ELSE finished_at END, \
+                         owner = CASE WHEN ?8 THEN NULL ELSE owner END \
                          WHERE id = ?1 AND status NOT IN {TERMINAL}"
                     ))
                     .and_then(|mut stmt| {

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::timeout;
-use troupe_core::bus::{Bus, Delivery, Subscription};
+use troupe_core::bus::{Bus, Delivery, Subscription, WorkerInfo};
 use troupe_core::envelope::{Envelope, MessageKind};
 use troupe_core::{AgentId, MessageId, SubtaskId, TaskId};
 
@@ -87,6 +87,8 @@ impl BusSuite {
         self.extends_visibility(make().await).await;
         self.dead_letters_after_max_deliveries(make().await).await;
         self.dead_letters_on_request(make().await).await;
+        self.requeues_dead_letters(make().await).await;
+        self.registers_workers(make().await).await;
     }
 
     async fn next(&self, sub: &mut Box<dyn Subscription>, check: &str) -> Delivery {
@@ -312,5 +314,107 @@ impl BusSuite {
             dead[0].reason
         );
         assert_eq!(dead[0].group, "g", "{check}");
+    }
+
+    /// Dead letters go back on their topic, for their group only, named or all.
+    pub async fn requeues_dead_letters(&self, bus: Arc<dyn Bus>) {
+        let check = "requeues_dead_letters";
+        let t = topic(check);
+        let mut sub = bus.subscribe(&t, "g", &consumer(1)).await.unwrap();
+        let mut other = bus.subscribe(&t, "other", &consumer(2)).await.unwrap();
+        let sent: Vec<Envelope> = (0..3).map(sample_envelope).collect();
+        for e in &sent {
+            bus.publish(&t, e.clone()).await.unwrap();
+        }
+        for e in &sent {
+            let d = self.next(&mut other, check).await;
+            assert_eq!(d.envelope.id, e.id, "{check}");
+            d.ack().await.unwrap();
+            let d = self.next(&mut sub, check).await;
+            assert_eq!(d.envelope.id, e.id, "{check}");
+            d.dead_letter("cannot handle it yet").await.unwrap();
+        }
+        assert_eq!(bus.dead_letters(&t).await.unwrap().len(), 3, "{check}");
+
+        let unknown = [MessageId::new()];
+        let n = bus.requeue_dead_letters(&t, Some(&unknown)).await.unwrap();
+        assert_eq!(n, 0, "{check}: requeued a dead letter nobody named");
+
+        let n = bus
+            .requeue_dead_letters(&t, Some(&[sent[1].id]))
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{check}: requeueing one by id");
+        let d = self.next(&mut sub, check).await;
+        assert_eq!(d.envelope, sent[1], "{check}: the requeued message changed");
+        assert_eq!(
+            d.delivery_count, 1,
+            "{check}: a requeued message starts afresh"
+        );
+        d.ack().await.unwrap();
+        let left = bus.dead_letters(&t).await.unwrap();
+        let left: Vec<_> = left.iter().map(|l| l.envelope.id).collect();
+        assert_eq!(
+            left,
+            vec![sent[0].id, sent[2].id],
+            "{check}: dead letters left"
+        );
+
+        let n = bus.requeue_dead_letters(&t, None).await.unwrap();
+        assert_eq!(n, 2, "{check}: requeueing all");
+        for e in [&sent[0], &sent[2]] {
+            let d = self.next(&mut sub, check).await;
+            assert_eq!(d.envelope.id, e.id, "{check}: requeued out of order");
+            d.ack().await.unwrap();
+        }
+        assert!(bus.dead_letters(&t).await.unwrap().is_empty(), "{check}");
+        assert_eq!(
+            bus.requeue_dead_letters(&t, None).await.unwrap(),
+            0,
+            "{check}"
+        );
+        // The group that had handled them does not see them again.
+        self.nothing_within(&mut other, self.visibility_timeout * 2, check)
+            .await;
+    }
+
+    /// Heartbeats register a worker, refresh it in place, and expire.
+    pub async fn registers_workers(&self, bus: Arc<dyn Bus>) {
+        let check = "registers_workers";
+        let ttl = self.visibility_timeout;
+        let short = AgentId::new(format!("worker-{}", MessageId::new())).unwrap();
+        let long = AgentId::new(format!("worker-{}", MessageId::new())).unwrap();
+        let mine = |workers: Vec<WorkerInfo>| -> Vec<WorkerInfo> {
+            workers
+                .into_iter()
+                .filter(|w| w.agent == short || w.agent == long)
+                .collect()
+        };
+        let mut a = WorkerInfo::new(short.clone(), "writer", 4, "host-a");
+        let b = WorkerInfo::new(long.clone(), "researcher", 2, "host-b");
+        bus.heartbeat(&a, ttl).await.unwrap();
+        bus.heartbeat(&b, ttl * 20).await.unwrap();
+        let mut expected = vec![a.clone(), b.clone()];
+        expected.sort_by(|x, y| x.agent.cmp(&y.agent));
+        assert_eq!(mine(bus.workers().await.unwrap()), expected, "{check}");
+
+        a.busy = 3;
+        a.last_seen = troupe_core::time::now();
+        bus.heartbeat(&a, ttl).await.unwrap();
+        let listed = mine(bus.workers().await.unwrap());
+        assert_eq!(
+            listed.len(),
+            2,
+            "{check}: a refresh added an entry: {listed:?}"
+        );
+        assert!(listed.contains(&a), "{check}: the refresh was not kept");
+
+        tokio::time::sleep(ttl * 2).await;
+        let listed = mine(bus.workers().await.unwrap());
+        assert_eq!(
+            listed,
+            vec![b],
+            "{check}: an expired worker is still listed"
+        );
     }
 }

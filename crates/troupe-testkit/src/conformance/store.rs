@@ -1,5 +1,9 @@
-//! The store conformance suite, for [`TaskStore`](troupe_core::store::TaskStore) and
-//! [`ProgressStore`](troupe_core::store::ProgressStore) together.
+//! The store conformance suite, for [`TaskStore`](troupe_core::store::TaskStore),
+//! [`ProgressStore`](troupe_core::store::ProgressStore),
+//! [`LeaseStore`](troupe_core::store::LeaseStore) and
+//! [`CheckpointStore`](troupe_core::store::CheckpointStore) together. The
+//! ledger checks are here, the lease and fence checks in `leases`, the
+//! checkpoint checks in `checkpoints`.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -13,6 +17,9 @@
 
 // A test suite: its assertions are meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod checkpoints;
+mod leases;
 
 use std::future::Future;
 
@@ -72,6 +79,12 @@ impl StoreSuite {
         self.numbers_concurrent_appends_uniquely(make().await).await;
         self.lists_tasks_newest_first(make().await).await;
         self.keeps_large_and_unicode_text(make().await).await;
+        self.leases_tasks(make().await).await;
+        self.renews_many_leases(make().await).await;
+        self.finds_orphaned_tasks(make().await).await;
+        self.fences_task_updates(make().await).await;
+        self.saves_fenced_checkpoints(make().await).await;
+        self.keeps_and_prunes_checkpoints(make().await).await;
     }
 
     /// A task reads back as written; ids are unique; unknown ids are absent.

@@ -9,6 +9,7 @@
 //! the task's end left in it.
 
 mod driver;
+mod leases;
 pub(crate) mod planner;
 pub(crate) mod recorder;
 mod structured;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use troupe_core::bus::{Bus, BusError, Delivery, topics};
 use troupe_core::ledger::{EventKind, NewProgressEntry};
@@ -27,7 +29,7 @@ use troupe_core::store::Stores;
 use troupe_core::task::{TaskRecord, TaskStatus};
 use troupe_core::{AgentId, Role, TaskId};
 
-use self::driver::Driver;
+use self::driver::{Driver, DriverStart};
 use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
@@ -47,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) recorder: Recorder,
     shutdown: CancellationToken,
     drivers: Mutex<HashMap<TaskId, DriverSlot>>,
+    /// Every driver task, so that stopping waits for them to give their leases back.
+    tracker: TaskTracker,
     /// One circuit breaker per worker role, shared by every task.
     role_circuits: HashMap<Role, Arc<Circuit>>,
 }
@@ -54,6 +58,12 @@ pub(crate) struct Shared {
 struct DriverSlot {
     inbox: mpsc::UnboundedSender<Delivery>,
     cancel: CancellationToken,
+    /// The lease epoch the driver holds its task under (0: none).
+    epoch: u64,
+    /// Cancelled when the lease is lost to another coordinator.
+    lost: CancellationToken,
+    /// Set once the driver stores the task's end: its lease needs no renewal.
+    ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -101,6 +111,7 @@ impl TaskHandle {
 pub(crate) struct Orchestrator {
     shared: Arc<Shared>,
     router: JoinHandle<()>,
+    keeper: JoinHandle<()>,
 }
 
 pub(crate) struct OrchestratorParts {
@@ -157,6 +168,7 @@ impl Orchestrator {
             recorder: parts.recorder,
             shutdown: shutdown.clone(),
             drivers: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
         });
         let routing = shared.clone();
         let span = tracing::info_span!("orchestrator", agent_id = %shared.agent);
@@ -177,9 +189,14 @@ impl Orchestrator {
                     }
                 }
             }
-            .instrument(span),
+            .instrument(span.clone()),
         );
-        Ok(Self { shared, router })
+        let keeper = tokio::spawn(leases::keep(shared.clone()).instrument(span));
+        Ok(Self {
+            shared,
+            router,
+            keeper,
+        })
     }
 
     /// Stores a new task and starts driving it; `request_id` names the request
@@ -203,16 +220,7 @@ impl Orchestrator {
         let record = TaskRecord::new(TaskId::new(), goal, troupe_core::time::now());
         let id = record.id;
         let request_id = crate::orchestrator::request_id(request_id.as_deref());
-        // The root of the task's trace, whatever span the caller is in.
-        let span = tracing::info_span!(
-            parent: None,
-            "task",
-            otel.name = "task",
-            otel.status_code = tracing::field::Empty,
-            request_id = %request_id,
-            task_id = %id,
-            agent_id = %self.shared.agent,
-        );
+        let span = task_span(&request_id, id, &self.shared.agent);
         self.shared
             .stores
             .tasks
@@ -225,43 +233,41 @@ impl Orchestrator {
             EventKind::TaskSubmitted,
             "goal accepted",
         );
-        self.shared
+        let submitted = self
+            .shared
             .recorder
             .record(entry)
             .instrument(span.clone())
             .await?;
+        // A new task is never orphaned within a lease's time (see `leases`),
+        // so nobody else can have taken it yet.
+        let lease = self
+            .shared
+            .stores
+            .leases
+            .acquire(
+                id,
+                &self.shared.agent,
+                self.shared.config.coordinator.lease_ttl,
+            )
+            .instrument(span.clone())
+            .await?
+            .ok_or_else(|| {
+                TroupeError::Internal(format!(
+                    "task {id} was taken by another coordinator at once"
+                ))
+            })?;
         ::metrics::counter!(TASKS_TOTAL, "status" => TaskStatus::Pending.as_str()).increment(1);
-        let pending = PendingTask::new();
-
-        let (tx, rx) = mpsc::unbounded_channel();
-        let cancel = CancellationToken::new();
-        self.shared.drivers().insert(
-            id,
-            DriverSlot {
-                inbox: tx,
-                cancel: cancel.clone(),
-            },
-        );
-        let shutdown = self.shared.shutdown.clone();
-        let driver = Driver::new(
-            self.shared.clone(),
+        let start = DriverStart {
             record,
             request_id,
-            rx,
-            cancel.clone(),
-            shutdown,
-        );
-        let shared = self.shared.clone();
-        let join = tokio::spawn(
-            async move {
-                let record = driver.run().await;
-                shared.drivers().remove(&id);
-                drop(pending);
-                record
-            }
-            .instrument(span),
-        );
-        Ok(TaskHandle { id, join, cancel })
+            epoch: lease.epoch,
+            lost: CancellationToken::new(),
+            resume: None,
+            last_step: submitted.step,
+            ending: Arc::default(),
+        };
+        Ok(spawn_driver(&self.shared, start, span))
     }
 
     /// Cancels a task running here; false if it is not running here.
@@ -282,7 +288,62 @@ impl Orchestrator {
         if let Err(e) = self.router.await {
             tracing::error!(error = %e, "the orchestrator's router stopped abnormally");
         }
+        if let Err(e) = self.keeper.await {
+            tracing::error!(error = %e, "the orchestrator's lease keeper stopped abnormally");
+        }
+        // Drivers see the shutdown at once and give their leases back.
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
     }
+}
+
+/// The root span of a task's trace, whatever span the caller is in.
+fn task_span(request_id: &str, id: TaskId, agent: &AgentId) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "task",
+        otel.name = "task",
+        otel.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        task_id = %id,
+        agent_id = %agent,
+    )
+}
+
+/// Starts driving a task (new or taken over) in its own tokio task.
+fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -> TaskHandle {
+    let id = start.record.id;
+    let pending = PendingTask::new();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    shared.drivers().insert(
+        id,
+        DriverSlot {
+            inbox: tx,
+            cancel: cancel.clone(),
+            epoch: start.epoch,
+            lost: start.lost.clone(),
+            ending: start.ending.clone(),
+        },
+    );
+    let driver = Driver::new(
+        shared.clone(),
+        start,
+        rx,
+        cancel.clone(),
+        shared.shutdown.clone(),
+    );
+    let owner = shared.clone();
+    let join = shared.tracker.spawn(
+        async move {
+            let record = driver.run().await;
+            owner.drivers().remove(&id);
+            drop(pending);
+            record
+        }
+        .instrument(span),
+    );
+    TaskHandle { id, join, cancel }
 }
 
 /// The longest request id kept; longer ones are replaced by a new one.

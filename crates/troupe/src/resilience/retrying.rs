@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use troupe_core::bus::{Bus, BusError, DeadLetter, Subscription};
 use troupe_core::envelope::Envelope;
 use troupe_core::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
-use troupe_core::store::{ProgressStore, StoreError, Stores, TaskQuery, TaskStore, TaskUpdate};
+use troupe_core::store::{
+    Checkpoint, CheckpointStore, Lease, LeaseStore, ProgressStore, StoreError, Stores, TaskQuery,
+    TaskStore, TaskUpdate,
+};
 use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary};
 use troupe_core::{AgentId, SubtaskId, TaskId};
 
@@ -48,6 +51,14 @@ pub(crate) fn retrying_stores(stores: Stores, policy: RetryPolicy) -> Stores {
         }),
         progress: Arc::new(RetryingProgress {
             inner: stores.progress,
+            policy: policy.clone(),
+        }),
+        leases: Arc::new(RetryingLeases {
+            inner: stores.leases,
+            policy: policy.clone(),
+        }),
+        checkpoints: Arc::new(RetryingCheckpoints {
+            inner: stores.checkpoints,
             policy,
         }),
     }
@@ -154,6 +165,102 @@ impl ProgressStore for RetryingProgress {
     }
 }
 
+/// Leases with retries. An acquisition whose answer was lost looks, on the
+/// retry, like a lease held by someone (`None`): the task is then taken again
+/// once that lease lapses, which costs time, not correctness.
+struct RetryingLeases {
+    inner: Arc<dyn LeaseStore>,
+    policy: RetryPolicy,
+}
+
+#[async_trait]
+impl LeaseStore for RetryingLeases {
+    async fn acquire(
+        &self,
+        task: TaskId,
+        owner: &AgentId,
+        ttl: std::time::Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.acquire(task, owner, ttl),
+                log_retry("acquire_lease"),
+            )
+            .await
+    }
+
+    async fn renew(
+        &self,
+        owner: &AgentId,
+        held: &[(TaskId, u64)],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.renew(owner, held, ttl),
+                log_retry("renew_leases"),
+            )
+            .await
+    }
+
+    async fn release(&self, task: TaskId, owner: &AgentId, epoch: u64) -> Result<(), StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.release(task, owner, epoch),
+                log_retry("release_lease"),
+            )
+            .await
+    }
+
+    async fn orphaned(
+        &self,
+        grace: std::time::Duration,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.orphaned(grace, limit),
+                log_retry("orphaned_tasks"),
+            )
+            .await
+    }
+}
+
+struct RetryingCheckpoints {
+    inner: Arc<dyn CheckpointStore>,
+    policy: RetryPolicy,
+}
+
+#[async_trait]
+impl CheckpointStore for RetryingCheckpoints {
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.save_checkpoint(checkpoint),
+                log_retry("save_checkpoint"),
+            )
+            .await
+    }
+
+    async fn latest_checkpoint(&self, task: TaskId) -> Result<Option<Checkpoint>, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.latest_checkpoint(task),
+                log_retry("latest_checkpoint"),
+            )
+            .await
+    }
+
+    async fn prune_checkpoints(&self) -> Result<u64, StoreError> {
+        self.policy
+            .run(
+                |_| self.inner.prune_checkpoints(),
+                log_retry("prune_checkpoints"),
+            )
+            .await
+    }
+}
+
 /// A bus whose publishes are retried by a policy; the rest passes through
 /// (consumers already retry their receives).
 pub(crate) struct RetryingBus {
@@ -196,5 +303,25 @@ impl Bus for RetryingBus {
 
     async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
         self.inner.depth(topic).await
+    }
+
+    async fn requeue_dead_letters(
+        &self,
+        topic: &str,
+        ids: Option<&[troupe_core::MessageId]>,
+    ) -> Result<usize, BusError> {
+        self.inner.requeue_dead_letters(topic, ids).await
+    }
+
+    async fn heartbeat(
+        &self,
+        info: &troupe_core::bus::WorkerInfo,
+        ttl: std::time::Duration,
+    ) -> Result<(), BusError> {
+        self.inner.heartbeat(info, ttl).await
+    }
+
+    async fn workers(&self) -> Result<Vec<troupe_core::bus::WorkerInfo>, BusError> {
+        self.inner.workers().await
     }
 }

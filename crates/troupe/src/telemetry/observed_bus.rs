@@ -103,6 +103,26 @@ impl Bus for ObservedBus {
     async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
         self.inner.depth(topic).await
     }
+
+    async fn requeue_dead_letters(
+        &self,
+        topic: &str,
+        ids: Option<&[troupe_core::MessageId]>,
+    ) -> Result<usize, BusError> {
+        self.inner.requeue_dead_letters(topic, ids).await
+    }
+
+    async fn heartbeat(
+        &self,
+        info: &troupe_core::bus::WorkerInfo,
+        ttl: std::time::Duration,
+    ) -> Result<(), BusError> {
+        self.inner.heartbeat(info, ttl).await
+    }
+
+    async fn workers(&self) -> Result<Vec<troupe_core::bus::WorkerInfo>, BusError> {
+        self.inner.workers().await
+    }
 }
 
 struct ObservedSubscription {

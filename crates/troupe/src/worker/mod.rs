@@ -9,6 +9,7 @@
 //! deadline and publishes the outcome.
 
 mod llm_worker;
+mod pool;
 pub(crate) mod runner;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use llm_worker::LlmWorker;
+pub use pool::WorkerPool;
 use troupe_core::bus::Bus;
 use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, Progress};
 use troupe_core::llm::LlmError;

@@ -5,6 +5,7 @@
 //! set aside in the dead letters, never run.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -30,6 +31,8 @@ pub(crate) struct Runner {
     pub(crate) worker: Arc<dyn Worker>,
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) config: WorkersConfig,
+    /// Subtasks running now (read by the worker registry's heartbeat).
+    pub(crate) busy: Arc<AtomicU32>,
 }
 
 impl Runner {
@@ -67,7 +70,9 @@ impl Runner {
                         let this = this.clone();
                         let hand_back = hand_back.clone();
                         running.spawn(async move {
+                            this.busy.fetch_add(1, Ordering::Relaxed);
                             this.handle(d, hand_back).await;
+                            this.busy.fetch_sub(1, Ordering::Relaxed);
                             drop(permit);
                         });
                     }

@@ -8,3 +8,4 @@ mod persistence;
 mod recovery;
 mod resilience;
 mod support;
+mod takeover;

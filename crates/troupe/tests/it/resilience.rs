@@ -479,6 +479,8 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
 struct FlakyStore {
     tasks: Arc<dyn troupe_core::store::TaskStore>,
     progress: Arc<dyn troupe_core::store::ProgressStore>,
+    leases: Arc<dyn troupe_core::store::LeaseStore>,
+    checkpoints: Arc<dyn troupe_core::store::CheckpointStore>,
     calls: std::sync::atomic::AtomicU32,
     every: u32,
     dies_after: u32,
@@ -566,11 +568,74 @@ impl troupe_core::store::ProgressStore for FlakyStore {
     }
 }
 
+#[async_trait::async_trait]
+impl troupe_core::store::LeaseStore for FlakyStore {
+    async fn acquire(
+        &self,
+        task: troupe_core::TaskId,
+        owner: &troupe_core::AgentId,
+        ttl: Duration,
+    ) -> Result<Option<troupe_core::store::Lease>, StoreError> {
+        self.check()?;
+        self.leases.acquire(task, owner, ttl).await
+    }
+    async fn renew(
+        &self,
+        owner: &troupe_core::AgentId,
+        held: &[(troupe_core::TaskId, u64)],
+        ttl: Duration,
+    ) -> Result<Vec<troupe_core::TaskId>, StoreError> {
+        self.check()?;
+        self.leases.renew(owner, held, ttl).await
+    }
+    async fn release(
+        &self,
+        task: troupe_core::TaskId,
+        owner: &troupe_core::AgentId,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.leases.release(task, owner, epoch).await
+    }
+    async fn orphaned(
+        &self,
+        grace: Duration,
+        limit: usize,
+    ) -> Result<Vec<troupe_core::TaskId>, StoreError> {
+        self.check()?;
+        self.leases.orphaned(grace, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl troupe_core::store::CheckpointStore for FlakyStore {
+    async fn save_checkpoint(
+        &self,
+        checkpoint: &troupe_core::store::Checkpoint,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.checkpoints.save_checkpoint(checkpoint).await
+    }
+    async fn latest_checkpoint(
+        &self,
+        task: troupe_core::TaskId,
+    ) -> Result<Option<troupe_core::store::Checkpoint>, StoreError> {
+        self.check()?;
+        self.checkpoints.latest_checkpoint(task).await
+    }
+    async fn prune_checkpoints(&self) -> Result<u64, StoreError> {
+        self.check()?;
+        self.checkpoints.prune_checkpoints().await
+    }
+}
+
 fn flaky_store(every: u32, dies_after: u32) -> Arc<FlakyStore> {
     let inner = troupe_core::store::Stores::memory();
     Arc::new(FlakyStore {
         tasks: inner.tasks,
         progress: inner.progress,
+        leases: inner.leases,
+        checkpoints: inner.checkpoints,
         calls: std::sync::atomic::AtomicU32::new(0),
         every,
         dies_after,

@@ -12,6 +12,9 @@ mod answer;
 mod dispatch;
 mod planning;
 mod replies;
+mod resume;
+
+pub(super) use resume::{DriverState, resumed_record};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -41,17 +44,24 @@ enum End {
     Shutdown,
     /// The store failed.
     Store(StoreError),
+    /// Another coordinator took the task (this one's lease lapsed): leave it
+    /// to them, writing nothing more.
+    Lost,
 }
 
 impl From<StoreError> for End {
     fn from(e: StoreError) -> Self {
-        End::Store(e)
+        match e {
+            StoreError::Fenced(_) => End::Lost,
+            e => End::Store(e),
+        }
     }
 }
 
 /// What woke the driver.
 enum Wake {
     Shutdown,
+    Lost,
     Cancelled,
     Reply(Box<Delivery>),
     InboxClosed,
@@ -85,35 +95,81 @@ pub(super) struct Driver {
     attempt_gates: HashMap<SubtaskId, (Arc<Circuit>, bool)>,
     /// When this process took the task (for its duration metric).
     started: std::time::Instant,
+    /// The lease epoch this driver holds the task under (0: no lease).
+    epoch: u64,
+    /// Cancelled when the lease is lost to another coordinator.
+    lost: CancellationToken,
+    /// Steps since the last checkpoint.
+    since_checkpoint: u32,
+    /// The last progress step this driver recorded.
+    last_step: u64,
+    /// For a taken-over task: the step of the checkpoint it resumes from.
+    resumed_from: Option<u64>,
+    /// Set when the task's end is being stored.
+    ending: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// How a driver starts: a new task, or one taken over.
+pub(super) struct DriverStart {
+    /// The task ledger.
+    pub(super) record: TaskRecord,
+    /// The request it came from.
+    pub(super) request_id: String,
+    /// The lease epoch held (0 for none).
+    pub(super) epoch: u64,
+    /// Cancelled when the lease is lost.
+    pub(super) lost: CancellationToken,
+    /// For a take-over: the checkpointed state and its step.
+    pub(super) resume: Option<(Option<DriverState>, u64)>,
+    /// The last progress step recorded before the driver starts.
+    pub(super) last_step: u64,
+    /// Set once the driver starts storing the task's end (its lease then
+    /// lapses with the task, and need not be renewed).
+    pub(super) ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
-        record: TaskRecord,
-        request_id: String,
+        start: DriverStart,
         inbox: mpsc::UnboundedReceiver<Delivery>,
         cancel: CancellationToken,
         shutdown: CancellationToken,
     ) -> Self {
-        let task_deadline = Instant::now() + shared.config.orchestrator.task_timeout;
+        // The time limit counts from submission, whichever coordinator drives the task.
+        let age = (troupe_core::time::now() - start.record.created_at)
+            .to_std()
+            .unwrap_or_default();
+        let left = shared.config.orchestrator.task_timeout.saturating_sub(age);
+        let task_deadline = Instant::now() + left;
+        let (state, resumed_from) = match start.resume {
+            Some((state, step)) => (state, Some(step)),
+            None => (None, None),
+        };
+        let state = state.unwrap_or_default();
         Self {
             shared,
-            ledger: TaskLedger::new(record),
+            ledger: TaskLedger::new(start.record),
             inbox,
             cancel,
             shutdown,
             deadlines: HashMap::new(),
             retry_at: HashMap::new(),
-            stalls: 0,
-            replans: 0,
+            stalls: state.stalls,
+            replans: state.replans,
             task_deadline,
             held: VecDeque::new(),
             unrecorded: Usage::default(),
-            request_id,
+            request_id: start.request_id,
             attempt_spans: HashMap::new(),
             attempt_gates: HashMap::new(),
             started: std::time::Instant::now(),
+            epoch: start.epoch,
+            lost: start.lost,
+            since_checkpoint: 0,
+            last_step: start.last_step.max(resumed_from.unwrap_or(0)),
+            resumed_from,
+            ending: start.ending,
         }
     }
 
@@ -179,6 +235,12 @@ impl Driver {
             ),
             Err(End::Shutdown) => {
                 tracing::info!("process stopping; the task is left as stored");
+                self.release().await;
+                return self.ledger.into_record();
+            }
+            Err(End::Lost) => {
+                tracing::warn!("another coordinator took the task over; leaving it to them");
+                self.close_superseded_attempts();
                 return self.ledger.into_record();
             }
         };
@@ -187,25 +249,38 @@ impl Driver {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
         self.close_superseded_attempts();
+        self.ending
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
             .record(self.started.elapsed().as_secs_f64());
-        if let Err(e) = self.finish(status, result, error).await {
-            tracing::error!(error = %e, "could not store the end of the task");
+        match self.finish(status, result, error).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced(_)) => {
+                tracing::warn!("another coordinator took the task over before its end was stored");
+            }
+            Err(e) => tracing::error!(error = %e, "could not store the end of the task"),
         }
         self.ledger.into_record()
     }
 
     async fn drive(&mut self) -> Result<String, End> {
-        self.set_status(TaskStatus::Planning).await?;
-        self.record(
-            None,
-            None,
-            EventKind::PlanningStarted,
-            "asking the LLM for a plan".into(),
-        )
-        .await?;
-        let plan = self.ask_plan(None).await?;
-        self.install(plan).await?;
+        if let Some(step) = self.resumed_from {
+            self.take_over(step).await?;
+        }
+        if !self.has_plan() {
+            self.set_status(TaskStatus::Planning).await?;
+            self.record(
+                None,
+                None,
+                EventKind::PlanningStarted,
+                "asking the LLM for a plan".into(),
+            )
+            .await?;
+            let plan = self.ask_plan(None).await?;
+            self.install(plan).await?;
+        } else if self.ledger.record().status != TaskStatus::Running {
+            self.set_status(TaskStatus::Running).await?;
+        }
         loop {
             self.dispatch_ready().await?;
             self.replan_if_stalled().await?;
@@ -219,11 +294,13 @@ impl Driver {
             }
             match self.wait().await {
                 Wake::Shutdown => return Err(End::Shutdown),
+                Wake::Lost => return Err(End::Lost),
                 Wake::Cancelled => return Err(End::Cancelled),
                 Wake::InboxClosed => return Err(End::Shutdown),
                 Wake::Reply(d) => self.on_reply(*d).await?,
                 Wake::Timer => self.on_timer().await?,
             }
+            self.step_done().await?;
             self.replan_if_stalled().await?;
         }
         self.synthesize().await
@@ -243,6 +320,7 @@ impl Driver {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Wake::Shutdown,
+            () = self.lost.cancelled() => Wake::Lost,
             () = self.cancel.cancelled() => Wake::Cancelled,
             d = self.inbox.recv() => d.map_or(Wake::InboxClosed, |d| Wake::Reply(Box::new(d))),
             () = tokio::time::sleep_until(wake_at) => Wake::Timer,
@@ -262,6 +340,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(End::Shutdown),
+                () = self.lost.cancelled() => return Err(End::Lost),
                 () = self.cancel.cancelled() => return Err(End::Cancelled),
                 () = tokio::time::sleep_until(self.task_deadline) => return Err(self.timed_out()),
                 v = &mut fut => return Ok(v),
@@ -341,6 +420,7 @@ impl Driver {
         let update = TaskUpdate {
             usage: Some(self.ledger.record().usage),
             at: now,
+            fence: self.fence(),
             ..TaskUpdate::status(status)
         };
         self.shared
@@ -348,7 +428,12 @@ impl Driver {
             .tasks
             .update_task(self.ledger.id(), &update)
             .await?;
-        Ok(())
+        self.checkpoint().await
+    }
+
+    /// The fencing token of this driver's writes, if it holds a lease.
+    fn fence(&self) -> Option<u64> {
+        (self.epoch > 0).then_some(self.epoch)
     }
 
     /// Appends a progress entry: by `agent` (the orchestrator if `None`), about a subtask's attempt if given.
@@ -384,7 +469,8 @@ impl Driver {
             }
             None => NewProgressEntry::task(task_id, agent, event, detail),
         };
-        self.shared.recorder.record(entry.with_usage(usage)).await?;
+        let stored = self.shared.recorder.record(entry.with_usage(usage)).await?;
+        self.last_step = self.last_step.max(stored.step);
         Ok(())
     }
 
@@ -432,6 +518,7 @@ impl Driver {
             error,
             usage: Some(self.ledger.record().usage),
             at: now,
+            fence: self.fence(),
         };
         self.shared
             .stores

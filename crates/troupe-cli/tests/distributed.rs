@@ -1,0 +1,488 @@
+//! Troupe as several processes on one Redis and one PostgreSQL: real
+//! `troupe serve` coordinators and `troupe worker` processes, killed with
+//! SIGKILL, and the servers under them restarted. Each test starts its own
+//! Redis and PostgreSQL (on free ports), so it can kill them and nothing else
+//! sees its topics or tables.
+
+// Test code: a failed expectation is meant to panic.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Running;
+use serde_json::{Value, json};
+use troupe_testkit::services::{LocalPostgres, LocalRedis};
+
+/// Timings short enough for a test: a dead worker's message is taken again
+/// after 2 s, a dead coordinator's task after its 2 s lease lapses.
+const CONFIG: &str = r#"
+[bus]
+visibility_timeout = "2s"
+
+[workers]
+heartbeat = "500ms"
+shutdown_grace = "2s"
+
+[coordinator]
+lease_ttl = "2s"
+scan_interval = "500ms"
+
+[orchestrator]
+subtask_timeout = "10s"
+
+[retry.store]
+max_attempts = 60
+backoff = { initial = "100ms", max = "1s" }
+
+[retry.bus]
+max_attempts = 60
+backoff = { initial = "100ms", max = "1s" }
+"#;
+
+/// The roles the mock LLM's plans use.
+const ROLES: [&str; 3] = ["researcher", "analyst", "writer"];
+
+/// A `troupe` process whose stderr is collected in the background.
+struct Proc {
+    running: Running,
+    log: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    fn kill(&mut self) {
+        self.running.0.kill().unwrap();
+        self.running.0.wait().unwrap();
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// Redis, PostgreSQL and a working directory with the configuration.
+struct Cluster {
+    dir: tempfile::TempDir,
+    redis: LocalRedis,
+    pg: LocalPostgres,
+    http: reqwest::blocking::Client,
+}
+
+impl Cluster {
+    fn start(test: &str) -> Option<Self> {
+        let redis = LocalRedis::start(test)?;
+        let pg = LocalPostgres::start(test)?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("troupe.toml"), CONFIG).unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Some(Self {
+            dir,
+            redis,
+            pg,
+            http,
+        })
+    }
+
+    /// A mock LLM script whose every reply takes `delay_ms`.
+    fn slow_llm(&self, delay_ms: u64) -> String {
+        let path = self.dir.path().join(format!("slow-{delay_ms}.json"));
+        std::fs::write(&path, json!({"delay_ms": delay_ms}).to_string()).unwrap();
+        format!("mock:{}", path.display())
+    }
+
+    fn spawn(&self, args: &[&str], ready: &str) -> (Proc, String) {
+        let config = self.dir.path().join("troupe.toml");
+        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        all.extend([
+            "--bus".into(),
+            self.redis.url(),
+            "--config".into(),
+            config.display().to_string(),
+        ]);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut child = common::command(self.dir.path(), &all)
+            .env("TROUPE_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the troupe binary runs");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut line = String::new();
+        let found = loop {
+            line.clear();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                panic!(
+                    "troupe {args:?} ended before saying {ready:?}: {}",
+                    log.lock().unwrap()
+                );
+            }
+            log.lock().unwrap().push_str(&line);
+            if let Some(at) = line.find(ready) {
+                break line[at + ready.len()..].trim().to_owned();
+            }
+        };
+        // Keep draining stderr, so the process never blocks on a full pipe.
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        (
+            Proc {
+                running: Running(child),
+                log,
+            },
+            found,
+        )
+    }
+
+    /// A coordinator (`troupe serve`, no workers of its own); returns it and its base URL.
+    fn coordinator(&self) -> (Proc, String) {
+        let store = self.pg.url();
+        self.spawn(
+            &[
+                "serve",
+                "--llm",
+                "mock",
+                "--store",
+                &store,
+                "--addr",
+                "127.0.0.1:0",
+            ],
+            "serving the API on ",
+        )
+    }
+
+    /// A worker process of `role`; returns it and its agent id.
+    fn worker(&self, role: &str, llm: &str) -> (Proc, String) {
+        let (proc, rest) = self.spawn(
+            &["worker", "--role", role, "--llm", llm, "--concurrency", "8"],
+            "troupe: worker ",
+        );
+        let agent = rest.split_whitespace().next().unwrap().to_owned();
+        (proc, agent)
+    }
+
+    fn submit(&self, base: &str, goal: &str) -> String {
+        let accepted: Value = self
+            .http
+            .post(format!("{base}/v1/tasks"))
+            .json(&json!({ "goal": goal }))
+            .send()
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .unwrap();
+        accepted["task_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The task's ledgers, or `None` while the coordinator cannot answer.
+    fn ledger(&self, base: &str, id: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{base}/v1/tasks/{id}/ledger"))
+            .send()
+            .ok()?;
+        response
+            .status()
+            .is_success()
+            .then(|| response.json().ok())?
+    }
+
+    /// Waits until every task has ended; returns their ledgers.
+    fn wait_all(
+        &self,
+        base: &str,
+        ids: &[String],
+        within: Duration,
+        procs: &[&Proc],
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut done: HashMap<String, Value> = HashMap::new();
+        while done.len() < ids.len() {
+            let open: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
+            for id in open {
+                if let Some(ledger) = self.ledger(base, id)
+                    && ["completed", "failed", "cancelled"]
+                        .contains(&ledger["task_ledger"]["status"].as_str().unwrap_or(""))
+                {
+                    done.insert(id.clone(), ledger);
+                }
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = procs.iter().map(|p| p.log()).collect();
+                panic!(
+                    "{} of {} tasks ended within {within:?}; logs:\n{}",
+                    done.len(),
+                    ids.len(),
+                    logs.join("\n-----\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ids.iter().map(|id| done.remove(id).unwrap()).collect()
+    }
+}
+
+/// The progress entries of `event` in a ledger.
+fn events<'a>(ledger: &'a Value, event: &str) -> Vec<&'a Value> {
+    ledger["progress_ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == event)
+        .collect()
+}
+
+/// Every task completed once, each subtask of its plan completed.
+fn assert_completed_once(ledgers: &[Value]) {
+    for ledger in ledgers {
+        let task = &ledger["task_ledger"];
+        assert_eq!(task["status"], "completed", "{ledger:#}");
+        assert_eq!(events(ledger, "task_completed").len(), 1, "{ledger:#}");
+        let revision = &task["plan_revision"];
+        for s in task["subtasks"].as_array().unwrap() {
+            if &s["revision"] == revision {
+                assert_eq!(s["status"], "completed", "{ledger:#}");
+                assert_eq!(
+                    events(ledger, "subtask_completed")
+                        .iter()
+                        .filter(|e| e["subtask_id"] == s["id"])
+                        .count(),
+                    1,
+                    "subtask {} completed more than once: {ledger:#}",
+                    s["id"]
+                );
+            }
+        }
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn two_coordinators_and_three_workers_complete_200_tasks() {
+    let Some(cluster) = Cluster::start("two_coordinators_and_three_workers_complete_200_tasks")
+    else {
+        return;
+    };
+    let (c1, base1) = cluster.coordinator();
+    let (c2, base2) = cluster.coordinator();
+    let workers: Vec<(Proc, String)> = ROLES.iter().map(|r| cluster.worker(r, "mock")).collect();
+
+    let started = Instant::now();
+    let ids: Vec<String> = (0..200)
+        .map(|n| {
+            let base = if n % 2 == 0 { &base1 } else { &base2 };
+            cluster.submit(base, &format!("Write report number {n} about rust"))
+        })
+        .collect();
+    let mut procs = vec![&c1, &c2];
+    procs.extend(workers.iter().map(|(p, _)| p));
+    let ledgers = cluster.wait_all(&base1, &ids, Duration::from_secs(180), &procs);
+    eprintln!(
+        "200 tasks on 2 coordinators and 3 workers: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_completed_once(&ledgers);
+    // Both coordinators drove tasks, and every worker process did work.
+    let drivers: std::collections::HashSet<&str> = ledgers
+        .iter()
+        .map(|l| events(l, "task_completed")[0]["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(drivers.len(), 2, "tasks were driven by {drivers:?}");
+    for (_, agent) in &workers {
+        assert!(
+            ledgers.iter().any(|l| events(l, "subtask_completed")
+                .iter()
+                .any(|e| e["agent"] == agent.as_str())),
+            "worker {agent} completed nothing"
+        );
+    }
+}
+
+#[test]
+fn a_killed_worker_s_subtask_is_redelivered_and_the_task_completes() {
+    let Some(cluster) = Cluster::start("a_killed_worker_s_subtask_is_redelivered") else {
+        return;
+    };
+    let (coordinator, base) = cluster.coordinator();
+    let slow = cluster.slow_llm(60_000);
+    let (mut doomed, doomed_agent) = cluster.worker("researcher", &slow);
+    let (analyst, _) = cluster.worker("analyst", "mock");
+    let (writer, _) = cluster.worker("writer", "mock");
+    let id = cluster.submit(&base, "Write a short report about rust");
+
+    // The researcher's subtask is in the doomed worker's hands.
+    wait_until("the researcher starting", Duration::from_secs(30), || {
+        cluster.ledger(&base, &id).is_some_and(|l| {
+            events(&l, "subtask_started")
+                .iter()
+                .any(|e| e["agent"] == doomed_agent.as_str())
+        })
+    });
+    let (survivor, survivor_agent) = cluster.worker("researcher", "mock");
+    let killed = Instant::now();
+    doomed.kill();
+    let mut recovered = None;
+    wait_until(
+        "the subtask completing elsewhere",
+        Duration::from_secs(60),
+        || {
+            let done = cluster.ledger(&base, &id).is_some_and(|l| {
+                events(&l, "subtask_completed")
+                    .iter()
+                    .any(|e| e["agent"] == survivor_agent.as_str())
+            });
+            if done {
+                recovered = Some(killed.elapsed());
+            }
+            done
+        },
+    );
+    let recovered = recovered.unwrap();
+    eprintln!(
+        "recovery after a worker's SIGKILL (visibility timeout 2 s): {} ms",
+        recovered.as_millis()
+    );
+    let procs = [&coordinator, &analyst, &writer, &survivor];
+    let ledgers = cluster.wait_all(&base, &[id], Duration::from_secs(60), &procs);
+    assert_completed_once(&ledgers);
+    // Redelivered by the bus (the same attempt), not re-dispatched after a timeout.
+    let researcher = ledgers[0]["task_ledger"]["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "researcher")
+        .unwrap()
+        .clone();
+    assert_eq!(researcher["attempts"], 1, "{:#}", ledgers[0]);
+    assert_eq!(researcher["agent"], survivor_agent.as_str());
+}
+
+#[test]
+fn a_killed_coordinator_s_task_is_resumed_by_another() {
+    let Some(cluster) = Cluster::start("a_killed_coordinator_s_task_is_resumed_by_another") else {
+        return;
+    };
+    let (mut doomed, doomed_base) = cluster.coordinator();
+    let (survivor, base) = cluster.coordinator();
+    let slow = cluster.slow_llm(1_500);
+    let workers: Vec<(Proc, String)> = ROLES.iter().map(|r| cluster.worker(r, &slow)).collect();
+    let id = cluster.submit(&doomed_base, "Write a short report about rust");
+    wait_until(
+        "the first subtask being dispatched",
+        Duration::from_secs(30),
+        || {
+            cluster
+                .ledger(&doomed_base, &id)
+                .is_some_and(|l| !events(&l, "subtask_dispatched").is_empty())
+        },
+    );
+    let first = cluster.ledger(&doomed_base, &id).unwrap();
+    let doomed_agent = events(&first, "task_submitted")[0]["agent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let killed = Instant::now();
+    doomed.kill();
+
+    let mut procs = vec![&survivor];
+    procs.extend(workers.iter().map(|(p, _)| p));
+    let ledgers = cluster.wait_all(&base, &[id], Duration::from_secs(90), &procs);
+    eprintln!(
+        "task resumed and completed {} ms after its coordinator's SIGKILL (lease 2 s)",
+        killed.elapsed().as_millis()
+    );
+    assert_completed_once(&ledgers);
+    let ledger = &ledgers[0];
+    let resumed = events(ledger, "task_resumed");
+    assert_eq!(resumed.len(), 1, "{ledger:#}");
+    assert_ne!(resumed[0]["agent"], doomed_agent.as_str());
+    assert_ne!(
+        events(ledger, "task_completed")[0]["agent"],
+        doomed_agent.as_str()
+    );
+}
+
+/// Submits `n` tasks, lets some get under way, calls `chaos`, and checks
+/// that every task still completes, once.
+fn survives(cluster: &Cluster, n: usize, chaos: impl FnOnce()) {
+    let (coordinator, base) = cluster.coordinator();
+    let slow = cluster.slow_llm(300);
+    let workers: Vec<(Proc, String)> = ROLES.iter().map(|r| cluster.worker(r, &slow)).collect();
+    let ids: Vec<String> = (0..n)
+        .map(|i| cluster.submit(&base, &format!("Write report number {i} about rust")))
+        .collect();
+    wait_until("some subtasks completing", Duration::from_secs(60), || {
+        ids.iter().any(|id| {
+            cluster
+                .ledger(&base, id)
+                .is_some_and(|l| !events(&l, "subtask_completed").is_empty())
+        })
+    });
+    // The chaos must hit work under way, or the test proves nothing.
+    let open = ids
+        .iter()
+        .filter(|id| {
+            cluster
+                .ledger(&base, id)
+                .is_none_or(|l| l["task_ledger"]["status"] != "completed")
+        })
+        .count();
+    assert!(open > n / 2, "only {open} of {n} tasks were still open");
+    chaos();
+    let mut procs = vec![&coordinator];
+    procs.extend(workers.iter().map(|(p, _)| p));
+    let ledgers = cluster.wait_all(&base, &ids, Duration::from_secs(180), &procs);
+    assert_completed_once(&ledgers);
+}
+
+#[test]
+fn every_task_completes_once_across_a_redis_restart() {
+    let Some(cluster) = Cluster::start("every_task_completes_once_across_a_redis_restart") else {
+        return;
+    };
+    // Redis keeps nothing on disk: the restart loses every stream and group.
+    survives(&cluster, 30, || cluster.redis.restart());
+}
+
+#[test]
+fn every_task_completes_once_across_a_postgres_restart() {
+    let Some(cluster) = Cluster::start("every_task_completes_once_across_a_postgres_restart")
+    else {
+        return;
+    };
+    survives(&cluster, 30, || {
+        cluster.pg.stop();
+        std::thread::sleep(Duration::from_secs(2));
+        cluster.pg.start_again();
+    });
+}

@@ -1,0 +1,174 @@
+//! [`PostgresStore`]: the task and progress ledgers, task leases and
+//! checkpoints in PostgreSQL, for several coordinators and workers on several
+//! machines.
+//!
+//! Every operation is one statement, or one short transaction where a guard
+//! must be read before it is written (a subtask change, a plan); concurrent
+//! writers to one task serialize on the task's row lock, so steps and
+//! checkpoints are numbered without gaps and a lease has one holder. Leases
+//! take "now" from the database's clock, so the machines' clocks need not agree.
+//!
+//! The pool re-opens connections by itself: each is checked before use, so
+//! after a server restart the first calls fail with
+//! [`StoreError::Unavailable`] (retryable) at worst, and the next ones work.
+
+mod checkpoints;
+mod error;
+mod leases;
+mod migrate;
+mod progress;
+mod rows;
+mod tasks;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use troupe_core::store::StoreError;
+
+pub(crate) use error::pg_error;
+
+/// Settings of a [`PostgresStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The most connections the pool opens.
+    pub max_connections: u32,
+    /// The connections the pool keeps open even when idle.
+    pub min_connections: u32,
+    /// How long a call waits for a connection (including opening one) before
+    /// it fails with [`StoreError::Unavailable`]; also bounds the first connection.
+    pub acquire_timeout: Duration,
+    /// How long an unused connection stays open.
+    pub idle_timeout: Option<Duration>,
+    /// How long a connection is used before it is replaced.
+    pub max_lifetime: Option<Duration>,
+    /// The longest a statement may run before the server cancels it.
+    pub statement_timeout: Option<Duration>,
+    /// The name the server shows for these connections (`pg_stat_activity`).
+    pub application_name: String,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            min_connections: 0,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            statement_timeout: Some(Duration::from_secs(30)),
+            application_name: "troupe".to_owned(),
+        }
+    }
+}
+
+/// The ledgers, leases and checkpoints in one PostgreSQL database.
+///
+/// ```no_run
+/// use troupe_core::store::TaskStore;
+/// use troupe_core::task::TaskRecord;
+/// use troupe_sql::{PostgresOptions, PostgresStore};
+///
+/// # async fn demo() -> Result<(), troupe_core::store::StoreError> {
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/troupe", PostgresOptions::default()).await?;
+/// let task = TaskRecord::new(troupe_core::TaskId::new(), "goal", troupe_core::time::now());
+/// store.create_task(&task).await?;
+/// assert_eq!(store.get_task(task.id).await?, Some(task));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names, brings its schema
+    /// up to date (one coordinator at a time, under an advisory lock), and
+    /// opens a pool.
+    ///
+    /// Fails with [`StoreError::Unavailable`] when the server cannot be
+    /// reached within `acquire_timeout`, [`StoreError::Migration`] when the
+    /// schema is newer than this build knows, and [`StoreError::Backend`] for
+    /// a malformed URL or a refused login.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?
+            .application_name(&options.application_name);
+        if let Some(timeout) = options.statement_timeout {
+            connect = connect.options([("statement_timeout", timeout.as_millis().to_string())]);
+        }
+        let target = describe(&connect);
+
+        // One plain connection first: it reports why it cannot connect (the
+        // pool would only say it timed out), and it runs the migrations.
+        let mut conn = tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {target}: no answer within {:?}",
+                options.acquire_timeout
+            ))
+        })?
+        .map_err(|e| match pg_error(e) {
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {m}"))
+            }
+            StoreError::Backend(m) => {
+                StoreError::Backend(format!("cannot connect to PostgreSQL at {target}: {m}"))
+            }
+            other => other,
+        })?;
+        let migrated = migrate::apply(&mut conn).await;
+        if let Err(e) = conn.close().await {
+            tracing::debug!(error = %e, "closing the migration connection failed");
+        }
+        migrated?;
+
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .min_connections(options.min_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .idle_timeout(options.idle_timeout)
+            .max_lifetime(options.max_lifetime)
+            // Ping each connection before handing it out, so that after a
+            // server restart dead connections are replaced instead of failing a call.
+            .test_before_acquire(true)
+            .connect_lazy_with(connect);
+        tracing::info!(target = %target, "PostgreSQL store open");
+        Ok(Self { pool })
+    }
+
+    /// Closes every connection; calls after this fail with [`StoreError::Closed`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `host:port/database`, for messages (never the password).
+fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options
+            .get_database()
+            .unwrap_or_else(|| options.get_username())
+    )
+}
+
+/// A duration as a PostgreSQL interval, at its microsecond precision and
+/// capped at a century (so that `now() + ttl` stays a valid timestamp).
+pub(crate) fn interval(d: Duration) -> sqlx::postgres::types::PgInterval {
+    const CENTURY_MICROS: i64 = 100 * 366 * 24 * 3600 * 1_000_000;
+    sqlx::postgres::types::PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(d.as_micros())
+            .map_or(CENTURY_MICROS, |us| us.min(CENTURY_MICROS)),
+    }
+}

@@ -1,0 +1,335 @@
+//! The task ledger on PostgreSQL.
+//!
+//! A subtask change reads the subtask `FOR UPDATE` and applies the very
+//! [`SubtaskChange::apply`] the in-memory ledger uses, so the guards cannot
+//! drift apart; the row lock makes concurrent changes of one subtask take
+//! turns. A task update is one guarded `UPDATE` (status not ended, fence equal
+//! to the lease epoch), classified afterwards only when it changed nothing.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgConnection;
+use troupe_core::ledger::{Applied, SubtaskChange};
+use troupe_core::store::{StoreError, TaskQuery, TaskStore, TaskUpdate};
+use troupe_core::task::{SubtaskRecord, TaskRecord, TaskStatus, TaskSummary};
+use troupe_core::{SubtaskId, TaskId};
+
+use super::error::is_unique_violation;
+use super::rows::{subtask_columns, subtask_row, summary_row, task_columns, task_row, terminal};
+use super::{PostgresStore, pg_error};
+use crate::codec::{i64_of, json_list};
+
+/// The head of a listing: a few columns of each task and its subtask counts.
+macro_rules! list_tasks {
+    ($filter:literal) => {
+        concat!(
+            "SELECT t.id, t.goal, t.status, t.created_at, t.updated_at, \
+               c.subtasks_total, c.subtasks_completed \
+             FROM tasks t CROSS JOIN LATERAL ( \
+               SELECT COUNT(*) AS subtasks_total, \
+                 COUNT(*) FILTER (WHERE s.status = 'completed') AS subtasks_completed \
+               FROM subtasks s WHERE s.task_id = t.id AND s.revision = t.plan_revision) c ",
+            $filter,
+            " ORDER BY t.id DESC LIMIT $1"
+        )
+    };
+}
+
+#[async_trait]
+impl TaskStore for PostgresStore {
+    async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
+        let mut txn = self.pool.begin().await.map_err(pg_error)?;
+        let inserted = sqlx::query(
+            "INSERT INTO tasks (id, goal, status, result, error, facts, plan_revision, \
+             prompt_tokens, completion_tokens, created_at, updated_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(task.id.as_uuid())
+        .bind(&task.goal)
+        .bind(task.status.as_str())
+        .bind(&task.result)
+        .bind(&task.error)
+        .bind(&task.facts)
+        .bind(i64::from(task.plan_revision))
+        .bind(i64_of(task.usage.prompt_tokens))
+        .bind(i64_of(task.usage.completion_tokens))
+        .bind(task.created_at)
+        .bind(task.updated_at)
+        .bind(task.finished_at)
+        .execute(&mut *txn)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict(task.id)),
+            Err(e) => return Err(pg_error(e)),
+            Ok(_) => {}
+        }
+        insert_subtasks(&mut txn, task.id, 0, &task.subtasks, task.created_at).await?;
+        txn.commit().await.map_err(pg_error)
+    }
+
+    async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        // One statement, so the task and its subtasks come from one snapshot.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            task_columns!(),
+            ", ",
+            subtask_columns!(),
+            " FROM tasks t LEFT JOIN subtasks s ON s.task_id = t.id WHERE t.id = $1 ORDER BY s.position"
+        ))
+        .bind(id.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(pg_error)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut task = task_row(first)?;
+        for row in &rows {
+            if let Some(subtask) = subtask_row(row)? {
+                task.subtasks.push(subtask);
+            }
+        }
+        Ok(Some(task))
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskSummary>, StoreError> {
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        // One statement per filter, so each gets a plan that uses its index.
+        let q = match (query.status, query.before) {
+            (None, None) => sqlx::query(list_tasks!("")).bind(limit),
+            (Some(status), None) => sqlx::query(list_tasks!("WHERE t.status = $2"))
+                .bind(limit)
+                .bind(status.as_str()),
+            (None, Some(before)) => sqlx::query(list_tasks!("WHERE t.id < $2"))
+                .bind(limit)
+                .bind(before.as_uuid()),
+            (Some(status), Some(before)) => {
+                sqlx::query(list_tasks!("WHERE t.status = $2 AND t.id < $3"))
+                    .bind(limit)
+                    .bind(status.as_str())
+                    .bind(before.as_uuid())
+            }
+        };
+        let rows = q.fetch_all(&self.pool).await.map_err(pg_error)?;
+        rows.iter().map(summary_row).collect()
+    }
+
+    async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
+        let finished = update.status.is_some_and(TaskStatus::is_terminal);
+        let changed = sqlx::query(concat!(
+            "UPDATE tasks SET status = COALESCE($2, status), result = COALESCE($3, result), \
+             error = COALESCE($4, error), prompt_tokens = COALESCE($5, prompt_tokens), \
+             completion_tokens = COALESCE($6, completion_tokens), updated_at = $7, \
+             finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
+             owner = CASE WHEN $8 THEN NULL ELSE owner END \
+             WHERE id = $1 AND status NOT IN ",
+            terminal!(),
+            " AND ($9::bigint IS NULL OR lease_epoch = $9)"
+        ))
+        .bind(id.as_uuid())
+        .bind(update.status.map(TaskStatus::as_str))
+        .bind(&update.result)
+        .bind(&update.error)
+        .bind(update.usage.map(|u| i64_of(u.prompt_tokens)))
+        .bind(update.usage.map(|u| i64_of(u.completion_tokens)))
+        .bind(update.at)
+        .bind(finished)
+        .bind(update.fence.map(i64_of))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if changed > 0 {
+            return Ok(Applied::Changed);
+        }
+        // Nothing changed: say why. Epochs only grow, so an epoch that differs
+        // now differed when the update ran.
+        let epoch: Option<i64> = sqlx::query_scalar("SELECT lease_epoch FROM tasks WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(pg_error)?;
+        match (epoch, update.fence) {
+            (None, _) => Err(StoreError::NotFound(id)),
+            (Some(epoch), Some(fence)) if epoch != i64_of(fence) => Err(StoreError::Fenced(id)),
+            (Some(_), _) => Ok(Applied::Unchanged),
+        }
+    }
+
+    async fn save_plan(
+        &self,
+        id: TaskId,
+        revision: u32,
+        facts: &[String],
+        subtasks: &[SubtaskRecord],
+    ) -> Result<(), StoreError> {
+        let now = troupe_core::time::now();
+        let mut txn = self.pool.begin().await.map_err(pg_error)?;
+        // Locks the task row first, so two plans of one task take turns.
+        let updated = sqlx::query(
+            "UPDATE tasks SET plan_revision = $2, facts = $3, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(i64::from(revision))
+        .bind(facts)
+        .bind(now)
+        .execute(&mut *txn)
+        .await
+        .map_err(pg_error)?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        let superseded = SubtaskChange::Superseded;
+        let open: Vec<&str> = superseded.guard().0.iter().map(|s| s.as_str()).collect();
+        sqlx::query(
+            "UPDATE subtasks SET status = $2, updated_at = $3 WHERE task_id = $1 AND status = ANY($4)",
+        )
+        .bind(id.as_uuid())
+        .bind(superseded.next_status().as_str())
+        .bind(now)
+        .bind(&open)
+        .execute(&mut *txn)
+        .await
+        .map_err(pg_error)?;
+        let next: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(position) + 1, 0) FROM subtasks WHERE task_id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_one(&mut *txn)
+        .await
+        .map_err(pg_error)?;
+        insert_subtasks(&mut txn, id, next, subtasks, now).await?;
+        txn.commit().await.map_err(pg_error)
+    }
+
+    async fn update_subtask(
+        &self,
+        id: TaskId,
+        subtask: &SubtaskId,
+        change: &SubtaskChange,
+    ) -> Result<Applied, StoreError> {
+        let mut txn = self.pool.begin().await.map_err(pg_error)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            subtask_columns!(),
+            " FROM subtasks s WHERE s.task_id = $1 AND s.id = $2 FOR UPDATE"
+        ))
+        .bind(id.as_uuid())
+        .bind(subtask.as_str())
+        .fetch_optional(&mut *txn)
+        .await
+        .map_err(pg_error)?;
+        let Some(mut record) = row.as_ref().map(subtask_row).transpose()?.flatten() else {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
+                    .bind(id.as_uuid())
+                    .fetch_one(&mut *txn)
+                    .await
+                    .map_err(pg_error)?;
+            return if exists {
+                Ok(Applied::Unchanged)
+            } else {
+                Err(StoreError::NotFound(id))
+            };
+        };
+        if change.apply(&mut record) == Applied::Unchanged {
+            return Ok(Applied::Unchanged);
+        }
+        sqlx::query(
+            "UPDATE subtasks SET status = $3, attempts = $4, agent = $5, result = $6, \
+             last_error = $7, updated_at = $8 WHERE task_id = $1 AND id = $2",
+        )
+        .bind(id.as_uuid())
+        .bind(subtask.as_str())
+        .bind(record.status.as_str())
+        .bind(i64::from(record.attempts))
+        .bind(record.agent.as_ref().map(|a| a.as_str()))
+        .bind(&record.result)
+        .bind(&record.last_error)
+        .bind(troupe_core::time::now())
+        .execute(&mut *txn)
+        .await
+        .map_err(pg_error)?;
+        txn.commit().await.map_err(pg_error)?;
+        Ok(Applied::Changed)
+    }
+}
+
+/// Adds `subtasks` to a task from `first_position` on, in one statement.
+async fn insert_subtasks(
+    conn: &mut PgConnection,
+    id: TaskId,
+    first_position: i64,
+    subtasks: &[SubtaskRecord],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if subtasks.is_empty() {
+        return Ok(());
+    }
+    let mut c = Columns::default();
+    for (position, s) in (first_position..).zip(subtasks) {
+        c.id.push(s.id.as_str());
+        c.position.push(position);
+        c.revision.push(i64::from(s.revision));
+        c.role.push(s.role.as_str());
+        c.title.push(&s.title);
+        c.instruction.push(&s.instruction);
+        c.depends_on.push(json_list(
+            &s.depends_on.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        ));
+        c.status.push(s.status.as_str());
+        c.attempts.push(i64::from(s.attempts));
+        c.result.push(s.result.as_deref());
+        c.last_error.push(s.last_error.as_deref());
+        c.agent.push(s.agent.as_ref().map(|a| a.as_str()));
+    }
+    // A text[] per row cannot go through UNNEST (it would flatten), so each
+    // subtask's dependencies travel as a JSON array and are unpacked here.
+    sqlx::query(
+        "INSERT INTO subtasks (task_id, id, position, revision, role, title, instruction, depends_on, \
+           status, attempts, result, last_error, agent, updated_at) \
+         SELECT $1, u.id, u.position, u.revision, u.role, u.title, u.instruction, \
+           ARRAY(SELECT jsonb_array_elements_text(u.depends_on::jsonb)), \
+           u.status, u.attempts, u.result, u.last_error, u.agent, $2 \
+         FROM UNNEST($3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+           $9::text[], $10::text[], $11::bigint[], $12::text[], $13::text[], $14::text[]) \
+           AS u(id, position, revision, role, title, instruction, depends_on, status, attempts, \
+             result, last_error, agent)",
+    )
+    .bind(id.as_uuid())
+    .bind(now)
+    .bind(&c.id)
+    .bind(&c.position)
+    .bind(&c.revision)
+    .bind(&c.role)
+    .bind(&c.title)
+    .bind(&c.instruction)
+    .bind(&c.depends_on)
+    .bind(&c.status)
+    .bind(&c.attempts)
+    .bind(&c.result)
+    .bind(&c.last_error)
+    .bind(&c.agent)
+    .execute(conn)
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// The subtasks of a plan, column by column, for one `UNNEST` insert.
+#[derive(Default)]
+struct Columns<'a> {
+    id: Vec<&'a str>,
+    position: Vec<i64>,
+    revision: Vec<i64>,
+    role: Vec<&'a str>,
+    title: Vec<&'a str>,
+    instruction: Vec<&'a str>,
+    depends_on: Vec<String>,
+    status: Vec<&'a str>,
+    attempts: Vec<i64>,
+    result: Vec<Option<&'a str>>,
+    last_error: Vec<Option<&'a str>>,
+    agent: Vec<Option<&'a str>>,
+}
