@@ -486,3 +486,137 @@ fn every_task_completes_once_across_a_postgres_restart() {
         cluster.pg.start_again();
     });
 }
+
+#[test]
+fn operators_see_live_workers_and_requeue_dead_letters() {
+    let Some(cluster) = Cluster::start("operators_see_live_workers_and_requeue_dead_letters")
+    else {
+        return;
+    };
+    let (worker, agent) = cluster.worker("researcher", "mock");
+    let config = cluster.dir.path().join("troupe.toml");
+    let config = config.to_str().unwrap();
+    let url = cluster.redis.url();
+    let troupe = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bus", &url, "--config", config]);
+        common::run(cluster.dir.path(), &all, &[])
+    };
+
+    let listed = troupe(&["workers", "--json"]);
+    assert!(listed.status.success(), "{}", common::stderr(&listed));
+    let workers = common::stdout_json(&listed);
+    let me = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["agent"] == agent.as_str())
+        .unwrap_or_else(|| panic!("{agent} not in {workers:#}"));
+    assert_eq!(me["role"], "researcher");
+    assert_eq!(me["concurrency"], 8);
+
+    // A message no researcher can handle goes to the topic's dead letters.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use troupe::core::bus::Bus as _;
+        use troupe::core::envelope::{Envelope, MessageKind, Progress};
+        let bus = troupe_redis::RedisBus::connect(&url, troupe_redis::RedisBusConfig::default())
+            .await
+            .unwrap();
+        let from = troupe::core::AgentId::new("intruder").unwrap();
+        let stray = Envelope::new(
+            MessageKind::Progress,
+            from,
+            "role.researcher",
+            &Progress::Started,
+        )
+        .unwrap();
+        bus.publish("role.researcher", stray).await.unwrap();
+    });
+    let dead = || {
+        let out = troupe(&["dlq", "list", "--topic", "role.researcher", "--json"]);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout_json(&out)
+    };
+    wait_until(
+        "the stray message being set aside",
+        Duration::from_secs(20),
+        || dead().as_array().unwrap().len() == 1,
+    );
+    let letter = dead()[0].clone();
+    assert_eq!(letter["topic"], "role.researcher");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("progress"),
+        "{letter:#}"
+    );
+    let text = troupe(&["dlq", "list", "--topic", "role.researcher"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(letter["envelope"]["id"].as_str().unwrap())
+    );
+
+    // Requeued, it is delivered again (and set aside again: it is still unusable).
+    let id = letter["envelope"]["id"].as_str().unwrap().to_owned();
+    let requeued = troupe(&["dlq", "requeue", "--topic", "role.researcher", "--id", &id]);
+    assert!(requeued.status.success(), "{}", common::stderr(&requeued));
+    assert_eq!(
+        String::from_utf8_lossy(&requeued.stdout).trim(),
+        "1 dead letter(s) put back on role.researcher"
+    );
+    wait_until(
+        "the requeued message coming back",
+        Duration::from_secs(20),
+        || {
+            dead()
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["envelope"]["id"] == id.as_str())
+        },
+    );
+    let bad = troupe(&[
+        "dlq",
+        "requeue",
+        "--topic",
+        "role.researcher",
+        "--id",
+        "nope",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(common::stderr(&bad).contains("is not a message id"));
+    drop(worker);
+}
+
+#[test]
+fn a_worker_refuses_the_memory_bus_and_unknown_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run(
+        dir.path(),
+        &["worker", "--role", "researcher", "--llm", "mock"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("needs a shared bus"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = common::run(
+        dir.path(),
+        &[
+            "worker",
+            "--role",
+            "juggler",
+            "--llm",
+            "mock",
+            "--bus",
+            "redis://127.0.0.1:1",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        common::stderr(&out).contains("unknown role \"juggler\""),
+        "{}",
+        common::stderr(&out)
+    );
+}

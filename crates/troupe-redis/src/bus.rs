@@ -39,7 +39,7 @@ use troupe_core::envelope::Envelope;
 use troupe_core::{AgentId, MessageId};
 
 use crate::acker::Target;
-use crate::config::RedisBusConfig;
+use crate::config::{RedisBusConfig, millis};
 use crate::connection;
 use crate::dead_letter::StoredLetter;
 use crate::entry::{ENVELOPE, range_entries};
@@ -148,8 +148,9 @@ impl RedisBus {
     }
 
     /// Trims `topic`'s stream of entries every group has acknowledged now,
-    /// rather than at a consumer's next periodic trim; returns how many were
-    /// removed. Redis frees whole stream nodes only (by default at most 100
+    /// rather than at a consumer's next periodic trim, and forgets consumers
+    /// gone for good ([`RedisBusConfig::forget_consumers_after`]); returns
+    /// how many entries were removed. Redis frees whole stream nodes only (by default at most 100
     /// entries or 4 KiB each), so a short stream may keep acked entries.
     pub async fn trim(&self, topic: &str) -> Result<u64, BusError> {
         check_topic(topic)?;
@@ -159,6 +160,7 @@ impl RedisBus {
             .scripts
             .trim
             .key(self.inner.keys.stream(topic))
+            .arg(millis(self.inner.config.forget_consumers_after))
             .invoke_async(&mut conn)
             .await
             .map_err(|e| bus_error(&e))?;

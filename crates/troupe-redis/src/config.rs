@@ -30,8 +30,13 @@ pub struct RedisBusConfig {
     /// About how many dead letters are kept per topic; the oldest go first.
     pub max_dead_letters: usize,
     /// How often a consumer trims its topic's stream of messages every group
-    /// has acknowledged.
+    /// has acknowledged (and forgets consumers gone for good, below).
     pub trim_interval: Duration,
+    /// A consumer with nothing pending that has not read for this long is
+    /// removed from its group (its process ended; worker ids are unique per
+    /// process, so groups would otherwise collect them). One that comes back
+    /// is recreated by its next read.
+    pub forget_consumers_after: Duration,
     /// How long to wait for Redis to answer one command.
     pub command_timeout: Duration,
     /// How long to wait for a connection to Redis to open.
@@ -52,6 +57,7 @@ impl Default for RedisBusConfig {
             max_message_bytes: 1024 * 1024,
             max_dead_letters: 10_000,
             trim_interval: Duration::from_secs(10),
+            forget_consumers_after: Duration::from_secs(3600),
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             tls_root_cert_pem: None,
@@ -77,6 +83,9 @@ impl RedisBusConfig {
         }
         if self.max_dead_letters == 0 {
             return invalid("max_dead_letters must be at least 1");
+        }
+        if self.forget_consumers_after < self.read_block() * 2 {
+            return invalid("forget_consumers_after must be at least twice the read block");
         }
         if self.command_timeout.is_zero() || self.connect_timeout.is_zero() {
             return invalid("command_timeout and connect_timeout must be positive");

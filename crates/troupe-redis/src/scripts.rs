@@ -131,12 +131,15 @@ return 1
 /// than the oldest entry any group still holds pending or has yet to read.
 /// Trimming is approximate (`MINID ~`): Redis frees whole nodes only, and
 /// never an entry at or after the bound. A stream without groups is kept
-/// whole (its messages wait for the first group).
+/// whole (its messages wait for the first group). Also removes consumers
+/// with nothing pending that have not read for the given time.
 ///
-/// KEYS: stream. Returns how many entries were removed.
+/// KEYS: stream. ARGV: idle time (ms) after which a consumer with nothing
+/// pending is removed. Returns how many entries were removed.
 const TRIM: &str = r"
 local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
 if groups.err or #groups == 0 then return 0 end
+local forget_after = tonumber(ARGV[1])
 local best, best_ms, best_seq = nil, 0, 0
 for _, g in ipairs(groups) do
   local info = {}
@@ -149,6 +152,13 @@ for _, g in ipairs(groups) do
   ms, seq = tonumber(ms), tonumber(seq)
   if best == nil or ms < best_ms or (ms == best_ms and seq < best_seq) then
     best, best_ms, best_seq = bound, ms, seq
+  end
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], info['name'])) do
+    local consumer = {}
+    for i = 1, #c, 2 do consumer[c[i]] = c[i + 1] end
+    if consumer['pending'] == 0 and consumer['idle'] > forget_after then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], info['name'], consumer['name'])
+    end
   end
 end
 if best == nil or best == '0-0' then return 0 end

@@ -12,8 +12,8 @@
 //!    finds none, the next waits one read block, so a busy consumer does not
 //!    pay a round trip per message for it, and a timed-out entry still goes
 //!    back within about a read block of its timeout while any consumer reads;
-//! 3. **read**: `XREADGROUP ... >` of one new entry, blocking up to
-//!    [`RedisBusConfig::read_block`](crate::RedisBusConfig).
+//! 3. **read**: `XREADGROUP ... >` of one new entry, blocking up to the
+//!    configured `block`, at most half the visibility timeout.
 //!
 //! Only one entry is taken per step, never a batch: an entry fetched but
 //! not yet handed to the caller would age toward its visibility timeout
@@ -26,10 +26,13 @@
 //! is set before any command that may hand this consumer an entry and
 //! cleared only once that entry became a [`Delivery`] (with no await
 //! between) or was settled. If the future is dropped in between, the next
-//! call starts with recovery, so nothing waits for the visibility timeout.
+//! call starts with recovery, so nothing waits for the visibility timeout;
+//! the recovered entry counts as one more delivery (the lost read was one).
 //! All of it runs on the subscription's own connection: a blocked read that
 //! was abandoned is answered before recovery looks, because Redis answers
-//! one connection's commands in order.
+//! one connection's commands in order. Only when that connection itself
+//! failed may an abandoned read be answered after recovery looked; that
+//! entry then comes back after the visibility timeout, as the trait allows.
 //!
 //! **Failures.** Transient errors (Redis down, restarting, loading) are
 //! retried here with capped exponential backoff and logged at `warn`; `next`
@@ -348,6 +351,7 @@ impl RedisSubscription {
             .scripts
             .trim
             .key(&t.stream)
+            .arg(millis(self.inner.config.forget_consumers_after))
             .invoke_async(&mut conn)
             .await;
         match trimmed {

@@ -242,7 +242,8 @@ pub trait Bus: Send + Sync {
     /// delivery count, and removes them from the dead letters. `ids` names
     /// the messages (by [`Envelope::id`]) to put back; `None` puts back all
     /// of them. Returns how many were put back; ids that name no dead letter
-    /// are skipped.
+    /// are skipped, and so are dead letters that hold no readable message
+    /// (set aside as malformed): there is nothing to deliver.
     ///
     /// The default refuses: a bus that cannot requeue says so.
     async fn requeue_dead_letters(
@@ -259,7 +260,8 @@ pub trait Bus: Send + Sync {
 
     /// Registers a worker, or refreshes its entry: it stays listed by
     /// [`workers`](Bus::workers) for `ttl` after this call unless refreshed
-    /// again. The default keeps no registry and does nothing.
+    /// again (a `ttl` under 1 ms is refused as [`BusError::Invalid`]). The
+    /// default keeps no registry and does nothing.
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
         let _ = (info, ttl);
         Ok(())

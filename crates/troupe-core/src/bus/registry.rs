@@ -75,9 +75,9 @@ pub(crate) struct WorkerTable {
 impl WorkerTable {
     /// Registers or refreshes `info` until `ttl` from now.
     pub(crate) fn refresh(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
-        if ttl.is_zero() {
+        if ttl < Duration::from_millis(1) {
             return Err(BusError::Invalid(
-                "a heartbeat's time to live must be positive".into(),
+                "a heartbeat's time to live must be at least 1 ms".into(),
             ));
         }
         let expires = Instant::now() + ttl;

@@ -100,3 +100,59 @@ async fn trimming_keeps_every_entry_a_group_still_needs() {
     d.ack().await.unwrap();
     env.cleanup().await;
 }
+
+/// The names of `group`'s consumers.
+async fn consumers(env: &Env, t: &str, group: &str) -> Vec<String> {
+    let mut raw = env.raw().await;
+    let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(env.stream(t))
+        .arg(group)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let mut names: Vec<String> = reply.consumers.into_iter().map(|c| c.name).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_gone_for_good_are_forgotten_unless_they_hold_messages() {
+    let Some(env) = Env::new("forget_consumers").await else {
+        return;
+    };
+    let bus = env
+        .bus_with(RedisBusConfig {
+            visibility_timeout: Duration::from_secs(30),
+            block: Duration::from_millis(100),
+            forget_consumers_after: Duration::from_millis(300),
+            ..env.config()
+        })
+        .await;
+    let t = topic("forget");
+    let mut done = bus
+        .subscribe(&t, "g", &AgentId::new("done-1").unwrap())
+        .await
+        .unwrap();
+    let mut holding = bus
+        .subscribe(&t, "g", &AgentId::new("holding-1").unwrap())
+        .await
+        .unwrap();
+    bus.publish(&t, sample_envelope(1)).await.unwrap();
+    bus.publish(&t, sample_envelope(2)).await.unwrap();
+    next_within(&mut done, Duration::from_secs(2), "done")
+        .await
+        .ack()
+        .await
+        .unwrap();
+    let held = next_within(&mut holding, Duration::from_secs(2), "holding").await;
+    drop(done);
+    drop(holding);
+    assert_eq!(consumers(&env, &t, "g").await, ["done-1", "holding-1"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bus.trim(&t).await.unwrap();
+    // The one still holding a message stays, so the message can be reclaimed.
+    assert_eq!(consumers(&env, &t, "g").await, ["holding-1"]);
+    drop(held);
+    env.cleanup().await;
+}
