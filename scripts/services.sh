@@ -51,6 +51,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 mkdir -p "$LOGS"
 
+# openssl makes the certificates of the Redis TLS test.
+if ! have openssl; then apt_install openssl; fi
+
 # --- Redis -----------------------------------------------------------------
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }
 

@@ -267,6 +267,11 @@ pub(crate) async fn bus(settings: &Settings) -> anyhow::Result<Arc<dyn Bus>> {
             if let Some(n) = delivery.max_deliveries {
                 config.max_deliveries = n;
             }
+            if let Some(path) = &delivery.tls_ca_file {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read bus.tls_ca_file {}", path.display()))?;
+                config.tls_root_cert_pem = Some(pem);
+            }
             let bus = RedisBus::connect(u, config)
                 .await
                 .with_context(|| format!("cannot connect to the bus {}", redact_url(u)))?;

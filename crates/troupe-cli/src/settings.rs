@@ -65,6 +65,10 @@ pub(crate) struct BusSettings {
     pub(crate) visibility_timeout: Option<Duration>,
     /// Deliveries after which a message goes to the dead letters.
     pub(crate) max_deliveries: Option<u32>,
+    /// For `rediss://`: a PEM file with the certificate of the authority that
+    /// signed the server's certificate (a private CA), trusted instead of the
+    /// system's roots.
+    pub(crate) tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl BusSettings {

@@ -1,6 +1,7 @@
 //! The PostgreSQL store: conformance, several pools on one database (step
 //! numbering, lease races, concurrent migrations), a newer schema, connection
-//! failures, and connections the server dropped.
+//! failures, connections the server dropped, and group commit
+//! (`postgres_group_commit`).
 //!
 //! Each test makes its own scratch database (`postgres_support`), and is
 //! skipped with a printed reason when no PostgreSQL answers (a failure in CI).
@@ -8,6 +9,7 @@
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod postgres_group_commit;
 mod postgres_support;
 
 use std::sync::Arc;

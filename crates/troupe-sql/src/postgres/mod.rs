@@ -2,14 +2,16 @@
 //! checkpoints in PostgreSQL, for several coordinators and workers on several
 //! machines.
 //!
-//! Every operation is one statement, or one short transaction where a guard
-//! must be read before it is written (a subtask change, a plan); concurrent
-//! writers to one task serialize on the task's row lock, so steps and
-//! checkpoints are numbered without gaps and a lease has one holder. Leases
-//! take "now" from the database's clock, so the machines' clocks need not agree.
+//! Reads run on a pool. Writes go through a few writer tasks that commit them
+//! in batches ([`writer`]: group commit), each write one statement or a few
+//! where a guard must be read before it is written (a subtask change, a
+//! plan); concurrent writers to one task serialize on the task's row lock, so
+//! steps and checkpoints are numbered without gaps and a lease has one holder.
+//! Leases take "now" from the database's clock, so the machines' clocks need
+//! not agree.
 //!
-//! The pool re-opens connections by itself: each is checked before use, so
-//! after a server restart the first calls fail with
+//! The pools re-open connections by themselves: each is checked before use,
+//! so after a server restart the first calls fail with
 //! [`StoreError::Unavailable`] (retryable) at worst, and the next ones work.
 
 mod checkpoints;
@@ -19,8 +21,10 @@ mod migrate;
 mod progress;
 mod rows;
 mod tasks;
+mod writer;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -28,12 +32,18 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use troupe_core::store::StoreError;
 
 pub(crate) use error::pg_error;
+use writer::Writers;
 
 /// Settings of a [`PostgresStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
-    /// The most connections the pool opens.
+    /// The most connections the pool for reads opens (the writers have their own).
     pub max_connections: u32,
+    /// How many writer tasks commit writes, each on its own connection; one
+    /// task's writes all go to the same writer.
+    pub writers: usize,
+    /// The most writes one writer commits together.
+    pub max_batch: usize,
     /// The connections the pool keeps open even when idle.
     pub min_connections: u32,
     /// How long a call waits for a connection (including opening one) before
@@ -53,6 +63,8 @@ impl Default for PostgresOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
+            writers: 4,
+            max_batch: 256,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(5),
             idle_timeout: Some(Duration::from_secs(600)),
@@ -80,7 +92,11 @@ impl Default for PostgresOptions {
 /// ```
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// For reads, and for the rare writes that span many tasks.
     pool: PgPool,
+    /// The connections of the writers, one each (apart, so reads never starve them).
+    write_pool: PgPool,
+    writers: Arc<Writers>,
 }
 
 impl PostgresStore {
@@ -129,24 +145,38 @@ impl PostgresStore {
         }
         migrated?;
 
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .min_connections(options.min_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .idle_timeout(options.idle_timeout)
-            .max_lifetime(options.max_lifetime)
-            // Ping each connection before handing it out, so that after a
-            // server restart dead connections are replaced instead of failing a call.
-            .test_before_acquire(true)
+        let pool = pool_options(&options, options.max_connections, options.min_connections)
+            .connect_lazy_with(connect.clone());
+        let writers = options.writers.max(1);
+        let write_pool = pool_options(&options, u32::try_from(writers).unwrap_or(u32::MAX), 0)
             .connect_lazy_with(connect);
-        tracing::info!(target = %target, "PostgreSQL store open");
-        Ok(Self { pool })
+        let writers = Arc::new(Writers::spawn(&write_pool, writers, options.max_batch));
+        tracing::info!(target = %target, writers = writers.count(), "PostgreSQL store open");
+        Ok(Self {
+            pool,
+            write_pool,
+            writers,
+        })
     }
 
     /// Closes every connection; calls after this fail with [`StoreError::Closed`].
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
     }
+}
+
+/// The settings of a pool of at most `max` connections.
+fn pool_options(options: &PostgresOptions, max: u32, min: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max.max(1))
+        .min_connections(min)
+        .acquire_timeout(options.acquire_timeout)
+        .idle_timeout(options.idle_timeout)
+        .max_lifetime(options.max_lifetime)
+        // Ping each connection before handing it out, so that after a
+        // server restart dead connections are replaced instead of failing a call.
+        .test_before_acquire(true)
 }
 
 /// `host:port/database`, for messages (never the password).

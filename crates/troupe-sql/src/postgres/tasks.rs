@@ -38,33 +38,11 @@ macro_rules! list_tasks {
 #[async_trait]
 impl TaskStore for PostgresStore {
     async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
-        let mut txn = self.pool.begin().await.map_err(pg_error)?;
-        let inserted = sqlx::query(
-            "INSERT INTO tasks (id, goal, status, result, error, facts, plan_revision, \
-             prompt_tokens, completion_tokens, created_at, updated_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(task.id.as_uuid())
-        .bind(&task.goal)
-        .bind(task.status.as_str())
-        .bind(&task.result)
-        .bind(&task.error)
-        .bind(&task.facts)
-        .bind(i64::from(task.plan_revision))
-        .bind(i64_of(task.usage.prompt_tokens))
-        .bind(i64_of(task.usage.completion_tokens))
-        .bind(task.created_at)
-        .bind(task.updated_at)
-        .bind(task.finished_at)
-        .execute(&mut *txn)
-        .await;
-        match inserted {
-            Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict(task.id)),
-            Err(e) => return Err(pg_error(e)),
-            Ok(_) => {}
-        }
-        insert_subtasks(&mut txn, task.id, 0, &task.subtasks, task.created_at).await?;
-        txn.commit().await.map_err(pg_error)
+        self.writers
+            .write(task.id, task.clone(), |conn, task| {
+                Box::pin(create(conn, task))
+            })
+            .await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -115,45 +93,11 @@ impl TaskStore for PostgresStore {
     }
 
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
-        let finished = update.status.is_some_and(TaskStatus::is_terminal);
-        let changed = sqlx::query(concat!(
-            "UPDATE tasks SET status = COALESCE($2, status), result = COALESCE($3, result), \
-             error = COALESCE($4, error), prompt_tokens = COALESCE($5, prompt_tokens), \
-             completion_tokens = COALESCE($6, completion_tokens), updated_at = $7, \
-             finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
-             owner = CASE WHEN $8 THEN NULL ELSE owner END \
-             WHERE id = $1 AND status NOT IN ",
-            terminal!(),
-            " AND ($9::bigint IS NULL OR lease_epoch = $9)"
-        ))
-        .bind(id.as_uuid())
-        .bind(update.status.map(TaskStatus::as_str))
-        .bind(&update.result)
-        .bind(&update.error)
-        .bind(update.usage.map(|u| i64_of(u.prompt_tokens)))
-        .bind(update.usage.map(|u| i64_of(u.completion_tokens)))
-        .bind(update.at)
-        .bind(finished)
-        .bind(update.fence.map(i64_of))
-        .execute(&self.pool)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
-        if changed > 0 {
-            return Ok(Applied::Changed);
-        }
-        // Nothing changed: say why. Epochs only grow, so an epoch that differs
-        // now differed when the update ran.
-        let epoch: Option<i64> = sqlx::query_scalar("SELECT lease_epoch FROM tasks WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
+        self.writers
+            .write(id, (id, update.clone()), |conn, (id, update)| {
+                Box::pin(update_task(conn, *id, update))
+            })
             .await
-            .map_err(pg_error)?;
-        match (epoch, update.fence) {
-            (None, _) => Err(StoreError::NotFound(id)),
-            (Some(epoch), Some(fence)) if epoch != i64_of(fence) => Err(StoreError::Fenced(id)),
-            (Some(_), _) => Ok(Applied::Unchanged),
-        }
     }
 
     async fn save_plan(
@@ -163,44 +107,12 @@ impl TaskStore for PostgresStore {
         facts: &[String],
         subtasks: &[SubtaskRecord],
     ) -> Result<(), StoreError> {
-        let now = troupe_core::time::now();
-        let mut txn = self.pool.begin().await.map_err(pg_error)?;
-        // Locks the task row first, so two plans of one task take turns.
-        let updated = sqlx::query(
-            "UPDATE tasks SET plan_revision = $2, facts = $3, updated_at = $4 WHERE id = $1",
-        )
-        .bind(id.as_uuid())
-        .bind(i64::from(revision))
-        .bind(facts)
-        .bind(now)
-        .execute(&mut *txn)
-        .await
-        .map_err(pg_error)?
-        .rows_affected();
-        if updated == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        let superseded = SubtaskChange::Superseded;
-        let open: Vec<&str> = superseded.guard().0.iter().map(|s| s.as_str()).collect();
-        sqlx::query(
-            "UPDATE subtasks SET status = $2, updated_at = $3 WHERE task_id = $1 AND status = ANY($4)",
-        )
-        .bind(id.as_uuid())
-        .bind(superseded.next_status().as_str())
-        .bind(now)
-        .bind(&open)
-        .execute(&mut *txn)
-        .await
-        .map_err(pg_error)?;
-        let next: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(position) + 1, 0) FROM subtasks WHERE task_id = $1",
-        )
-        .bind(id.as_uuid())
-        .fetch_one(&mut *txn)
-        .await
-        .map_err(pg_error)?;
-        insert_subtasks(&mut txn, id, next, subtasks, now).await?;
-        txn.commit().await.map_err(pg_error)
+        let input = (id, revision, facts.to_vec(), subtasks.to_vec());
+        self.writers
+            .write(id, input, |conn, (id, revision, facts, subtasks)| {
+                Box::pin(save_plan(conn, *id, *revision, facts, subtasks))
+            })
+            .await
     }
 
     async fn update_subtask(
@@ -209,51 +121,185 @@ impl TaskStore for PostgresStore {
         subtask: &SubtaskId,
         change: &SubtaskChange,
     ) -> Result<Applied, StoreError> {
-        let mut txn = self.pool.begin().await.map_err(pg_error)?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            subtask_columns!(),
-            " FROM subtasks s WHERE s.task_id = $1 AND s.id = $2 FOR UPDATE"
-        ))
-        .bind(id.as_uuid())
-        .bind(subtask.as_str())
-        .fetch_optional(&mut *txn)
-        .await
-        .map_err(pg_error)?;
-        let Some(mut record) = row.as_ref().map(subtask_row).transpose()?.flatten() else {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
-                    .bind(id.as_uuid())
-                    .fetch_one(&mut *txn)
-                    .await
-                    .map_err(pg_error)?;
-            return if exists {
-                Ok(Applied::Unchanged)
-            } else {
-                Err(StoreError::NotFound(id))
-            };
-        };
-        if change.apply(&mut record) == Applied::Unchanged {
-            return Ok(Applied::Unchanged);
-        }
-        sqlx::query(
-            "UPDATE subtasks SET status = $3, attempts = $4, agent = $5, result = $6, \
-             last_error = $7, updated_at = $8 WHERE task_id = $1 AND id = $2",
-        )
-        .bind(id.as_uuid())
-        .bind(subtask.as_str())
-        .bind(record.status.as_str())
-        .bind(i64::from(record.attempts))
-        .bind(record.agent.as_ref().map(|a| a.as_str()))
-        .bind(&record.result)
-        .bind(&record.last_error)
-        .bind(troupe_core::time::now())
-        .execute(&mut *txn)
-        .await
-        .map_err(pg_error)?;
-        txn.commit().await.map_err(pg_error)?;
-        Ok(Applied::Changed)
+        let input = (id, subtask.clone(), change.clone());
+        self.writers
+            .write(id, input, |conn, (id, subtask, change)| {
+                Box::pin(update_subtask(conn, *id, subtask, change))
+            })
+            .await
     }
+}
+
+/// Inserts a task and its subtasks.
+async fn create(conn: &mut PgConnection, task: &TaskRecord) -> Result<(), StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO tasks (id, goal, status, result, error, facts, plan_revision, \
+         prompt_tokens, completion_tokens, created_at, updated_at, finished_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(task.id.as_uuid())
+    .bind(&task.goal)
+    .bind(task.status.as_str())
+    .bind(&task.result)
+    .bind(&task.error)
+    .bind(&task.facts)
+    .bind(i64::from(task.plan_revision))
+    .bind(i64_of(task.usage.prompt_tokens))
+    .bind(i64_of(task.usage.completion_tokens))
+    .bind(task.created_at)
+    .bind(task.updated_at)
+    .bind(task.finished_at)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict(task.id)),
+        Err(e) => return Err(pg_error(e)),
+        Ok(_) => {}
+    }
+    insert_subtasks(conn, task.id, 0, &task.subtasks, task.created_at).await
+}
+
+/// One guarded `UPDATE` of a task, classified when it changed nothing.
+async fn update_task(
+    conn: &mut PgConnection,
+    id: TaskId,
+    update: &TaskUpdate,
+) -> Result<Applied, StoreError> {
+    let finished = update.status.is_some_and(TaskStatus::is_terminal);
+    let changed = sqlx::query(concat!(
+        "UPDATE tasks SET status = COALESCE($2, status), result = COALESCE($3, result), \
+         error = COALESCE($4, error), prompt_tokens = COALESCE($5, prompt_tokens), \
+         completion_tokens = COALESCE($6, completion_tokens), updated_at = $7, \
+         finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
+         owner = CASE WHEN $8 THEN NULL ELSE owner END \
+         WHERE id = $1 AND status NOT IN ",
+        terminal!(),
+        " AND ($9::bigint IS NULL OR lease_epoch = $9)"
+    ))
+    .bind(id.as_uuid())
+    .bind(update.status.map(TaskStatus::as_str))
+    .bind(&update.result)
+    .bind(&update.error)
+    .bind(update.usage.map(|u| i64_of(u.prompt_tokens)))
+    .bind(update.usage.map(|u| i64_of(u.completion_tokens)))
+    .bind(update.at)
+    .bind(finished)
+    .bind(update.fence.map(i64_of))
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?
+    .rows_affected();
+    if changed > 0 {
+        return Ok(Applied::Changed);
+    }
+    // Nothing changed: say why. Epochs only grow, so an epoch that differs
+    // now differed when the update ran.
+    let epoch: Option<i64> = sqlx::query_scalar("SELECT lease_epoch FROM tasks WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(pg_error)?;
+    match (epoch, update.fence) {
+        (None, _) => Err(StoreError::NotFound(id)),
+        (Some(epoch), Some(fence)) if epoch != i64_of(fence) => Err(StoreError::Fenced(id)),
+        (Some(_), _) => Ok(Applied::Unchanged),
+    }
+}
+
+/// Supersedes a task's open subtasks and appends a new plan's.
+async fn save_plan(
+    conn: &mut PgConnection,
+    id: TaskId,
+    revision: u32,
+    facts: &[String],
+    subtasks: &[SubtaskRecord],
+) -> Result<(), StoreError> {
+    let now = troupe_core::time::now();
+    // Locks the task row first, so two plans of one task take turns.
+    let updated = sqlx::query(
+        "UPDATE tasks SET plan_revision = $2, facts = $3, updated_at = $4 WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(i64::from(revision))
+    .bind(facts)
+    .bind(now)
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::NotFound(id));
+    }
+    let superseded = SubtaskChange::Superseded;
+    let open: Vec<&str> = superseded.guard().0.iter().map(|s| s.as_str()).collect();
+    sqlx::query(
+        "UPDATE subtasks SET status = $2, updated_at = $3 WHERE task_id = $1 AND status = ANY($4)",
+    )
+    .bind(id.as_uuid())
+    .bind(superseded.next_status().as_str())
+    .bind(now)
+    .bind(&open)
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    let next: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(position) + 1, 0) FROM subtasks WHERE task_id = $1",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    insert_subtasks(conn, id, next, subtasks, now).await
+}
+
+/// Applies a change to a subtask read `FOR UPDATE`.
+async fn update_subtask(
+    conn: &mut PgConnection,
+    id: TaskId,
+    subtask: &SubtaskId,
+    change: &SubtaskChange,
+) -> Result<Applied, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        subtask_columns!(),
+        " FROM subtasks s WHERE s.task_id = $1 AND s.id = $2 FOR UPDATE"
+    ))
+    .bind(id.as_uuid())
+    .bind(subtask.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    let Some(mut record) = row.as_ref().map(subtask_row).transpose()?.flatten() else {
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
+            .bind(id.as_uuid())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(pg_error)?;
+        return if exists {
+            Ok(Applied::Unchanged)
+        } else {
+            Err(StoreError::NotFound(id))
+        };
+    };
+    if change.apply(&mut record) == Applied::Unchanged {
+        return Ok(Applied::Unchanged);
+    }
+    sqlx::query(
+        "UPDATE subtasks SET status = $3, attempts = $4, agent = $5, result = $6, \
+         last_error = $7, updated_at = $8 WHERE task_id = $1 AND id = $2",
+    )
+    .bind(id.as_uuid())
+    .bind(subtask.as_str())
+    .bind(record.status.as_str())
+    .bind(i64::from(record.attempts))
+    .bind(record.agent.as_ref().map(|a| a.as_str()))
+    .bind(&record.result)
+    .bind(&record.last_error)
+    .bind(troupe_core::time::now())
+    .execute(&mut *conn)
+    .await
+    .map_err(pg_error)?;
+    Ok(Applied::Changed)
 }
 
 /// Adds `subtasks` to a task from `first_position` on, in one statement.

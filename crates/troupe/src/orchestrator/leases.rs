@@ -83,9 +83,12 @@ async fn renew_all(shared: &Shared) -> bool {
             let kept: std::collections::HashSet<TaskId> = kept.into_iter().collect();
             let drivers = shared.drivers();
             for (id, epoch) in held {
+                // A driver that started storing the task's end meanwhile
+                // lost nothing: the store dropped the lease of the ended task.
                 if !kept.contains(&id)
                     && let Some(slot) = drivers.get(&id)
                     && slot.epoch == epoch
+                    && !slot.ending.load(Ordering::Relaxed)
                 {
                     tracing::warn!(task_id = %id, epoch, "lease lost to another coordinator");
                     slot.lost.cancel();
