@@ -3,7 +3,7 @@
 //! machines.
 //!
 //! Reads run on a pool. Writes go through a few writer tasks that commit them
-//! in batches ([`writer`]: group commit), each write one statement or a few
+//! in batches (the `writer` module: group commit), each write one statement or a few
 //! where a guard must be read before it is written (a subtask change, a
 //! plan); concurrent writers to one task serialize on the task's row lock, so
 //! steps and checkpoints are numbered without gaps and a lease has one holder.
