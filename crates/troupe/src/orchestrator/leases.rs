@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use troupe_core::TaskId;
 
 use super::driver::{DriverStart, DriverState, resumed_record};
@@ -71,7 +70,7 @@ async fn renew_all(shared: &Shared) -> bool {
     let held: Vec<(TaskId, u64)> = shared
         .drivers()
         .iter()
-        .filter(|(_, slot)| slot.epoch > 0 && !slot.ending.load(Ordering::Relaxed))
+        .filter(|(_, slot)| slot.epoch > 0 && !slot.lease.ending.load(Ordering::Relaxed))
         .map(|(id, slot)| (*id, slot.epoch))
         .collect();
     if held.is_empty() {
@@ -88,10 +87,10 @@ async fn renew_all(shared: &Shared) -> bool {
                 if !kept.contains(&id)
                     && let Some(slot) = drivers.get(&id)
                     && slot.epoch == epoch
-                    && !slot.ending.load(Ordering::Relaxed)
+                    && !slot.lease.ending.load(Ordering::Relaxed)
                 {
                     tracing::warn!(task_id = %id, epoch, "lease lost to another coordinator");
-                    slot.lost.cancel();
+                    slot.lease.lost.cancel();
                 }
             }
             true
@@ -106,7 +105,7 @@ async fn renew_all(shared: &Shared) -> bool {
 fn lose_all(shared: &Shared) {
     for slot in shared.drivers().values() {
         if slot.epoch > 0 {
-            slot.lost.cancel();
+            slot.lease.lost.cancel();
         }
     }
 }
@@ -145,7 +144,6 @@ async fn take_over(shared: &Arc<Shared>, id: TaskId) -> Result<(), troupe_core::
     let Some(lease) = stores.leases.acquire(id, &shared.agent, ttl).await? else {
         return Ok(()); // someone was quicker
     };
-    let lost = CancellationToken::new();
     let Some(record) = stores.tasks.get_task(id).await? else {
         return Ok(());
     };
@@ -166,10 +164,8 @@ async fn take_over(shared: &Arc<Shared>, id: TaskId) -> Result<(), troupe_core::
         record: resumed_record(record, state.as_ref()),
         request_id,
         epoch: lease.epoch,
-        lost,
-        resume: Some((state, step)),
         last_step: step,
-        ending: Arc::default(),
+        resumed: Some(state.unwrap_or_default()),
     };
     // Nobody waits on a taken-over task here; its end is in the store.
     drop(spawn_driver(shared, start, span));

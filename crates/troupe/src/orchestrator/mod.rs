@@ -29,7 +29,7 @@ use troupe_core::store::Stores;
 use troupe_core::task::{TaskRecord, TaskStatus};
 use troupe_core::{AgentId, Role, TaskId};
 
-use self::driver::{Driver, DriverStart};
+use self::driver::{Driver, DriverStart, LeaseSignals};
 use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
@@ -60,10 +60,8 @@ struct DriverSlot {
     cancel: CancellationToken,
     /// The lease epoch the driver holds its task under (0: none).
     epoch: u64,
-    /// Cancelled when the lease is lost to another coordinator.
-    lost: CancellationToken,
-    /// Set once the driver stores the task's end: its lease needs no renewal.
-    ending: Arc<std::sync::atomic::AtomicBool>,
+    /// The lease's signals, shared with the driver.
+    lease: LeaseSignals,
 }
 
 impl Shared {
@@ -262,10 +260,8 @@ impl Orchestrator {
             record,
             request_id,
             epoch: lease.epoch,
-            lost: CancellationToken::new(),
-            resume: None,
             last_step: submitted.step,
-            ending: Arc::default(),
+            resumed: None,
         };
         Ok(spawn_driver(&self.shared, start, span))
     }
@@ -316,14 +312,14 @@ fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -
     let pending = PendingTask::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
+    let lease = LeaseSignals::default();
     shared.drivers().insert(
         id,
         DriverSlot {
             inbox: tx,
             cancel: cancel.clone(),
             epoch: start.epoch,
-            lost: start.lost.clone(),
-            ending: start.ending.clone(),
+            lease: lease.clone(),
         },
     );
     let driver = Driver::new(
@@ -332,6 +328,7 @@ fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -
         rx,
         cancel.clone(),
         shared.shutdown.clone(),
+        lease,
     );
     let owner = shared.clone();
     let join = shared.tracker.spawn(

@@ -97,16 +97,14 @@ pub(super) struct Driver {
     started: std::time::Instant,
     /// The lease epoch this driver holds the task under (0: no lease).
     epoch: u64,
-    /// Cancelled when the lease is lost to another coordinator.
-    lost: CancellationToken,
+    /// Its lease's signals, shared with the lease keeper.
+    lease: LeaseSignals,
     /// Steps since the last checkpoint.
     since_checkpoint: u32,
     /// The last progress step this driver recorded.
     last_step: u64,
     /// For a taken-over task: the step of the checkpoint it resumes from.
     resumed_from: Option<u64>,
-    /// Set when the task's end is being stored.
-    ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a driver starts: a new task, or one taken over.
@@ -117,14 +115,21 @@ pub(super) struct DriverStart {
     pub(super) request_id: String,
     /// The lease epoch held (0 for none).
     pub(super) epoch: u64,
-    /// Cancelled when the lease is lost.
-    pub(super) lost: CancellationToken,
-    /// For a take-over: the checkpointed state and its step.
-    pub(super) resume: Option<(Option<DriverState>, u64)>,
-    /// The last progress step recorded before the driver starts.
+    /// The last progress step recorded before the driver starts (for a
+    /// take-over, that of the checkpoint it resumes from).
     pub(super) last_step: u64,
-    /// Set once the driver starts storing the task's end (its lease then
-    /// lapses with the task, and need not be renewed).
+    /// For a take-over: the driver state the checkpoint kept (the default
+    /// when there was none); `None` for a new task.
+    pub(super) resumed: Option<DriverState>,
+}
+
+/// What the lease keeper and a driver tell each other about the task's lease.
+#[derive(Clone, Default)]
+pub(super) struct LeaseSignals {
+    /// Cancelled by the keeper when the lease is lost to another coordinator.
+    pub(super) lost: CancellationToken,
+    /// Set by the driver once it starts storing the task's end (the lease
+    /// then lapses with the task, and needs no renewal).
     pub(super) ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -135,6 +140,7 @@ impl Driver {
         inbox: mpsc::UnboundedReceiver<Delivery>,
         cancel: CancellationToken,
         shutdown: CancellationToken,
+        lease: LeaseSignals,
     ) -> Self {
         // The time limit counts from submission, whichever coordinator drives the task.
         let age = (troupe_core::time::now() - start.record.created_at)
@@ -142,11 +148,8 @@ impl Driver {
             .unwrap_or_default();
         let left = shared.config.orchestrator.task_timeout.saturating_sub(age);
         let task_deadline = Instant::now() + left;
-        let (state, resumed_from) = match start.resume {
-            Some((state, step)) => (state, Some(step)),
-            None => (None, None),
-        };
-        let state = state.unwrap_or_default();
+        let resumed_from = start.resumed.is_some().then_some(start.last_step);
+        let state = start.resumed.unwrap_or_default();
         Self {
             shared,
             ledger: TaskLedger::new(start.record),
@@ -165,11 +168,10 @@ impl Driver {
             attempt_gates: HashMap::new(),
             started: std::time::Instant::now(),
             epoch: start.epoch,
-            lost: start.lost,
+            lease,
             since_checkpoint: 0,
-            last_step: start.last_step.max(resumed_from.unwrap_or(0)),
+            last_step: start.last_step,
             resumed_from,
-            ending: start.ending,
         }
     }
 
@@ -249,7 +251,8 @@ impl Driver {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
         self.close_superseded_attempts();
-        self.ending
+        self.lease
+            .ending
             .store(true, std::sync::atomic::Ordering::Relaxed);
         ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
             .record(self.started.elapsed().as_secs_f64());
@@ -320,7 +323,7 @@ impl Driver {
         tokio::select! {
             biased;
             () = self.shutdown.cancelled() => Wake::Shutdown,
-            () = self.lost.cancelled() => Wake::Lost,
+            () = self.lease.lost.cancelled() => Wake::Lost,
             () = self.cancel.cancelled() => Wake::Cancelled,
             d = self.inbox.recv() => d.map_or(Wake::InboxClosed, |d| Wake::Reply(Box::new(d))),
             () = tokio::time::sleep_until(wake_at) => Wake::Timer,
@@ -340,7 +343,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(End::Shutdown),
-                () = self.lost.cancelled() => return Err(End::Lost),
+                () = self.lease.lost.cancelled() => return Err(End::Lost),
                 () = self.cancel.cancelled() => return Err(End::Cancelled),
                 () = tokio::time::sleep_until(self.task_deadline) => return Err(self.timed_out()),
                 v = &mut fut => return Ok(v),
