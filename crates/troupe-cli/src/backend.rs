@@ -272,9 +272,9 @@ pub(crate) async fn bus(settings: &Settings) -> anyhow::Result<Arc<dyn Bus>> {
                     .with_context(|| format!("cannot read bus.tls_ca_file {}", path.display()))?;
                 config.tls_root_cert_pem = Some(pem);
             }
-            let bus = RedisBus::connect(u, config)
-                .await
-                .with_context(|| format!("cannot connect to the bus {}", redact_url(u)))?;
+            let bus = RedisBus::connect(u, config).await.with_context(|| {
+                format!("cannot connect to the bus {}", troupe_sql::redact_url(u))
+            })?;
             Ok(Arc::new(bus))
         }
         other => bail!("unknown --bus {other:?}: use memory or redis://HOST:PORT"),
@@ -286,25 +286,11 @@ pub(crate) fn bus_is_local(settings: &Settings) -> bool {
     matches!(settings.backend.bus.as_deref(), None | Some("memory"))
 }
 
-/// `url` with any password blanked, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((user_info, host)) if user_info.contains(':') => {
-                let user = user_info.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}")
-            }
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 /// The stores a `--store` URL names.
 pub(crate) async fn stores(url: &str) -> anyhow::Result<Stores> {
     troupe_sql::open_url(url)
         .await
-        .with_context(|| format!("cannot open the store {url}"))
+        .with_context(|| format!("cannot open the store {}", troupe_sql::redact_url(url)))
 }
 
 /// The stores of an existing database, for commands that only read: a

@@ -211,6 +211,30 @@ fn bad_input_is_a_clear_error() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("max_atempts"), "{}", stderr(&out));
+
+    // A store or bus that cannot be reached is named without its password.
+    for args in [
+        &[
+            "tasks",
+            "list",
+            "--store",
+            "postgres://me:hunter2@127.0.0.1:1/db",
+        ][..],
+        &["workers", "--bus", "redis://me:hunter2@127.0.0.1:1"][..],
+    ] {
+        let out = troupe(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("me:***@127.0.0.1:1"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("hunter2"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

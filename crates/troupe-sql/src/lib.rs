@@ -45,8 +45,16 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// The URL with any password in it replaced by `***`, for messages.
-fn redact(url: &str) -> String {
+/// A `scheme://user:password@host/...` URL (a store's, a bus's) with the
+/// password replaced by `***`, for messages.
+///
+/// ```
+/// assert_eq!(
+///     troupe_sql::redact_url("redis://me:s3cret@cache:6379/0"),
+///     "redis://me:***@cache:6379/0"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -77,7 +85,7 @@ pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
     }
     Err(StoreError::Backend(format!(
         "unknown store URL {:?}: use sqlite://PATH (default sqlite://troupe.db), postgres://... or memory",
-        redact(url)
+        redact_url(url)
     )))
 }
 
@@ -109,10 +117,10 @@ mod tests {
         assert!(is_postgres_url("postgresql://h/db"));
         assert!(!is_postgres_url("sqlite://x.db"));
         assert_eq!(
-            redact("postgres://u:secret@h:5432/db?x=1"),
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
             "postgres://u:***@h:5432/db?x=1"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact("mysql://h"), "mysql://h");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("mysql://h"), "mysql://h");
     }
 }
