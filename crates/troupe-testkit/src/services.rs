@@ -132,6 +132,8 @@ mod tests {
 pub struct LocalRedis {
     port: u16,
     dir: std::path::PathBuf,
+    /// The TLS arguments (certificates), if it speaks only TLS.
+    tls: Option<Vec<String>>,
     child: std::sync::Mutex<Option<std::process::Child>>,
 }
 
@@ -139,23 +141,48 @@ impl LocalRedis {
     /// Starts one, or `None` (the test should return) when `redis-server`
     /// is not installed outside CI. Panics in CI when it is missing.
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, None)
+    }
+
+    /// Like [`start`](Self::start), for one that speaks only TLS with these
+    /// certificate files (PEM); clients need not show a certificate.
+    pub fn start_tls(test: &str, cert: &str, key: &str, ca: &str) -> Option<Self> {
+        let args = [
+            "--tls-cert-file",
+            cert,
+            "--tls-key-file",
+            key,
+            "--tls-ca-cert-file",
+            ca,
+            "--tls-auth-clients",
+            "no",
+        ];
+        Self::start_with(test, Some(args.iter().map(|a| (*a).to_owned()).collect()))
+    }
+
+    fn start_with(test: &str, tls: Option<Vec<String>>) -> Option<Self> {
         if !installed("redis-server", &["--version"]) {
             skip_or_fail(test, "redis-server is not installed");
             return None;
         }
-        let dir = scratch_dir("redis");
         let redis = Self {
             port: free_port(),
-            dir,
+            dir: scratch_dir("redis"),
+            tls,
             child: std::sync::Mutex::new(None),
         };
         redis.start_again();
         Some(redis)
     }
 
-    /// Its URL.
+    /// Its URL (`rediss://` for a TLS one).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills it at once (SIGKILL), as a crash would.
@@ -176,9 +203,14 @@ impl LocalRedis {
     pub fn start_again(&self) {
         self.kill();
         let log = self.dir.join("redis.log");
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args(["--save", "", "--appendonly", "no"])
+        let port = self.port.to_string();
+        let mut command = std::process::Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port]),
+            Some(tls) => command.args(["--port", "0", "--tls-port", &port]).args(tls),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
             .arg("--logfile")
@@ -192,7 +224,12 @@ impl LocalRedis {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !redis_answers(self.port) {
+        // A TLS server cannot be sent a plain PING: that one is ready once it accepts.
+        let ready = || match self.tls {
+            None => redis_answers(self.port),
+            Some(_) => std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok(),
+        };
+        while !ready() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server on port {} did not answer within 10 s; see {}",

@@ -8,7 +8,9 @@ use troupe_core::bus::{Bus, BusError};
 use troupe_redis::{RedisBus, RedisBusConfig};
 use troupe_testkit::conformance::bus::sample_envelope;
 
-use crate::support::{Env, OwnRedis, next_within, topic};
+use troupe_testkit::services::LocalRedis;
+
+use crate::support::{Env, next_within, topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_stream_and_group_are_recreated() {
@@ -53,7 +55,7 @@ async fn a_deleted_stream_and_group_are_recreated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bus_survives_a_redis_restart_without_persistence() {
-    let Some(mut server) = OwnRedis::start("redis_restart").await else {
+    let Some(server) = LocalRedis::start("redis_restart") else {
         return;
     };
     let config = RedisBusConfig {
@@ -94,7 +96,7 @@ async fn the_bus_survives_a_redis_restart_without_persistence() {
         "the subscription ended during the outage"
     );
 
-    server.restart().await;
+    tokio::task::block_in_place(|| server.restart());
     let sent = sample_envelope(3);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

@@ -1,8 +1,7 @@
-//! Helpers: a bus under a fresh key prefix, raw Redis access, a private
-//! `redis-server` to stop and start, and receiving with a deadline.
+//! Helpers: a bus under a fresh key prefix, raw Redis access, and receiving
+//! with a deadline. (A private `redis-server` to kill and restart is
+//! `troupe_testkit::services::LocalRedis`.)
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -116,116 +115,4 @@ pub(crate) fn skip(test: &str, why: &str) {
         panic!("{reason} (CI=true: a missing tool is a failure)");
     }
     eprintln!("skipped {reason}");
-}
-
-/// A `redis-server` of the test's own on a free port, killed when dropped.
-pub(crate) struct OwnRedis {
-    pub(crate) port: u16,
-    /// TLS settings (`--tls-port` and the certificates), if it speaks TLS.
-    tls: Option<Vec<String>>,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    /// Starts one, or `None` (the test should return) when there is no
-    /// `redis-server` to run outside CI.
-    pub(crate) async fn start(test: &str) -> Option<Self> {
-        Self::start_with(test, None).await
-    }
-
-    /// Starts one that speaks only TLS, with these certificate files
-    /// (PEM); the client need not show a certificate.
-    pub(crate) async fn start_tls(test: &str, cert: &str, key: &str, ca: &str) -> Option<Self> {
-        let args = [
-            "--tls-cert-file",
-            cert,
-            "--tls-key-file",
-            key,
-            "--tls-ca-cert-file",
-            ca,
-            "--tls-auth-clients",
-            "no",
-        ];
-        Self::start_with(test, Some(args.iter().map(|a| (*a).to_owned()).collect())).await
-    }
-
-    async fn start_with(test: &str, tls: Option<Vec<String>>) -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = Self {
-            port,
-            tls,
-            child: None,
-        };
-        if server.spawn().is_err() {
-            skip(test, "cannot run redis-server (install redis-server)");
-            return None;
-        }
-        server.wait_ready().await;
-        Some(server)
-    }
-
-    /// Its URL.
-    pub(crate) fn url(&self) -> String {
-        let scheme = if self.tls.is_some() {
-            "rediss"
-        } else {
-            "redis"
-        };
-        format!("{scheme}://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills it (as a crash would: no shutdown, nothing saved).
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port, empty.
-    pub(crate) async fn restart(&mut self) {
-        self.kill();
-        self.spawn().unwrap();
-        self.wait_ready().await;
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let port = self.port.to_string();
-        let mut command = Command::new("redis-server");
-        match &self.tls {
-            None => command.args(["--port", &port]),
-            Some(tls) => command.args(["--port", "0", "--tls-port", &port]).args(tls),
-        };
-        let child = command
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Waits until it accepts connections.
-    async fn wait_ready(&self) {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server on port {} did not start", self.port);
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

@@ -10,7 +10,9 @@ use troupe_core::bus::{Bus, BusError};
 use troupe_redis::{RedisBus, RedisBusConfig};
 use troupe_testkit::conformance::bus::sample_envelope;
 
-use crate::support::{OwnRedis, next_within, skip, topic};
+use troupe_testkit::services::LocalRedis;
+
+use crate::support::{next_within, skip, topic};
 
 /// Makes a certificate authority and a server certificate for 127.0.0.1
 /// signed by it, in `dir`: `ca.crt`, `server.crt`, `server.key`. `false`
@@ -89,14 +91,12 @@ async fn the_bus_works_over_tls_with_a_private_authority() {
         return;
     }
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let Some(server) = OwnRedis::start_tls(
+    let Some(server) = LocalRedis::start_tls(
         test,
         &file("server.crt"),
         &file("server.key"),
         &file("ca.crt"),
-    )
-    .await
-    else {
+    ) else {
         return;
     };
     let config = RedisBusConfig {
