@@ -114,24 +114,67 @@ impl SubtaskChange {
         }
     }
 
+    /// What the change writes besides the status; what it leaves is `None`.
+    /// A store that applies changes itself (one SQL `UPDATE` guarded by
+    /// [`SubtaskChange::guard`]) writes exactly these, as [`SubtaskChange::apply`] does.
+    pub fn fields(&self) -> ChangeFields<'_> {
+        let none = ChangeFields::default();
+        match self {
+            SubtaskChange::Dispatched { attempt } => ChangeFields {
+                attempts: Some(*attempt),
+                ..none
+            },
+            SubtaskChange::Started { agent, .. } => ChangeFields {
+                agent: Some(agent),
+                ..none
+            },
+            SubtaskChange::Completed { agent, result, .. } => ChangeFields {
+                agent: Some(agent),
+                result: Some(result),
+                ..none
+            },
+            SubtaskChange::AttemptFailed { error, .. } => ChangeFields {
+                last_error: Some(error),
+                ..none
+            },
+            SubtaskChange::Superseded | SubtaskChange::Cancelled => none,
+        }
+    }
+
     /// Applies the change if its guard holds.
     pub fn apply(&self, subtask: &mut SubtaskRecord) -> Applied {
         if !self.applies_to(subtask) {
             return Applied::Unchanged;
         }
         subtask.status = self.next_status();
-        match self {
-            SubtaskChange::Dispatched { attempt } => subtask.attempts = *attempt,
-            SubtaskChange::Started { agent, .. } => subtask.agent = Some(agent.clone()),
-            SubtaskChange::Completed { agent, result, .. } => {
-                subtask.agent = Some(agent.clone());
-                subtask.result = Some(result.clone());
-            }
-            SubtaskChange::AttemptFailed { error, .. } => subtask.last_error = Some(error.clone()),
-            SubtaskChange::Superseded | SubtaskChange::Cancelled => {}
+        let fields = self.fields();
+        if let Some(attempts) = fields.attempts {
+            subtask.attempts = attempts;
+        }
+        if let Some(agent) = fields.agent {
+            subtask.agent = Some(agent.clone());
+        }
+        if let Some(result) = fields.result {
+            subtask.result = Some(result.to_owned());
+        }
+        if let Some(error) = fields.last_error {
+            subtask.last_error = Some(error.to_owned());
         }
         Applied::Changed
     }
+}
+
+/// The fields of a subtask a [`SubtaskChange`] sets besides its status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeFields<'a> {
+    /// The new attempt count.
+    pub attempts: Option<u32>,
+    /// The worker now holding or having finished the attempt.
+    pub agent: Option<&'a AgentId>,
+    /// The attempt's output.
+    pub result: Option<&'a str>,
+    /// Why the attempt failed.
+    pub last_error: Option<&'a str>,
 }
 
 #[cfg(test)]

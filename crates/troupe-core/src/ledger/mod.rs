@@ -13,7 +13,7 @@ mod document;
 mod progress;
 mod state;
 
-pub use change::{Applied, SubtaskChange};
+pub use change::{Applied, ChangeFields, SubtaskChange};
 pub use document::Ledgers;
 pub use progress::{
     EventKind, MAX_DETAIL_CHARS, NewProgressEntry, ProgressEntry, clip, usage_by_agent,

@@ -3,9 +3,9 @@
 //! machines.
 //!
 //! Reads run on a pool. Writes go through a few writer tasks that commit them
-//! in batches (the `writer` module: group commit), each write one statement or a few
-//! where a guard must be read before it is written (a subtask change, a
-//! plan); concurrent writers to one task serialize on the task's row lock, so
+//! in batches (the `writer` module: group commit), the most frequent ones
+//! coalesced, one statement for the writes of many tasks (`coalesced`);
+//! concurrent writers to one task serialize on the task's row lock, so
 //! steps and checkpoints are numbered without gaps and a lease has one holder.
 //! Leases take "now" from the database's clock, so the machines' clocks need
 //! not agree.
@@ -15,6 +15,7 @@
 //! [`StoreError::Unavailable`] (retryable) at worst, and the next ones work.
 
 mod checkpoints;
+mod coalesced;
 mod error;
 mod leases;
 mod migrate;
@@ -148,8 +149,19 @@ impl PostgresStore {
         let pool = pool_options(&options, options.max_connections, options.min_connections)
             .connect_lazy_with(connect.clone());
         let writers = options.writers.max(1);
+        // The writers run a dozen statements over and over, each keyed by
+        // ids. Left to itself, the server keeps planning the coalesced ones
+        // afresh for every run (custom plans over arrays of unknown length),
+        // and planning costs more than running: so a generic plan, made once
+        // per connection. Made while the tables are small (a new database),
+        // it would scan them whole for good, hence no sequential scans: every
+        // statement of a writer finds its rows by key.
+        let write_connect = connect.options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+        ]);
         let write_pool = pool_options(&options, u32::try_from(writers).unwrap_or(u32::MAX), 0)
-            .connect_lazy_with(connect);
+            .connect_lazy_with(write_connect);
         let writers = Arc::new(Writers::spawn(&write_pool, writers, options.max_batch));
         tracing::info!(target = %target, writers = writers.count(), "PostgreSQL store open");
         Ok(Self {

@@ -1,21 +1,21 @@
 //! The task ledger on PostgreSQL.
 //!
-//! A subtask change reads the subtask `FOR UPDATE` and applies the very
-//! [`SubtaskChange::apply`] the in-memory ledger uses, so the guards cannot
-//! drift apart; the row lock makes concurrent changes of one subtask take
-//! turns. A task update is one guarded `UPDATE` (status not ended, fence equal
-//! to the lease epoch), classified afterwards only when it changed nothing.
+//! A subtask change and a task update are each one guarded `UPDATE`, made
+//! with those of other tasks (`coalesced`): the change's guard and fields are
+//! the very [`SubtaskChange::guard`] and [`SubtaskChange::fields`] the
+//! in-memory ledger applies, so the two cannot drift apart. A task update is
+//! refused once the task has ended or when its fence is not the lease epoch.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnection;
 use troupe_core::ledger::{Applied, SubtaskChange};
 use troupe_core::store::{StoreError, TaskQuery, TaskStore, TaskUpdate};
-use troupe_core::task::{SubtaskRecord, TaskRecord, TaskStatus, TaskSummary};
+use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary};
 use troupe_core::{SubtaskId, TaskId};
 
 use super::error::is_unique_violation;
-use super::rows::{subtask_columns, subtask_row, summary_row, task_columns, task_row, terminal};
+use super::rows::{subtask_columns, subtask_row, summary_row, task_columns, task_row};
 use super::{PostgresStore, pg_error};
 use crate::codec::{i64_of, json_list};
 
@@ -93,11 +93,7 @@ impl TaskStore for PostgresStore {
     }
 
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
-        self.writers
-            .write(id, (id, update.clone()), |conn, (id, update)| {
-                Box::pin(update_task(conn, *id, update))
-            })
-            .await
+        self.writers.update_task(id, update.clone()).await
     }
 
     async fn save_plan(
@@ -121,11 +117,8 @@ impl TaskStore for PostgresStore {
         subtask: &SubtaskId,
         change: &SubtaskChange,
     ) -> Result<Applied, StoreError> {
-        let input = (id, subtask.clone(), change.clone());
         self.writers
-            .write(id, input, |conn, (id, subtask, change)| {
-                Box::pin(update_subtask(conn, *id, subtask, change))
-            })
+            .update_subtask(id, subtask.clone(), change.clone())
             .await
     }
 }
@@ -157,53 +150,6 @@ async fn create(conn: &mut PgConnection, task: &TaskRecord) -> Result<(), StoreE
         Ok(_) => {}
     }
     insert_subtasks(conn, task.id, 0, &task.subtasks, task.created_at).await
-}
-
-/// One guarded `UPDATE` of a task, classified when it changed nothing.
-async fn update_task(
-    conn: &mut PgConnection,
-    id: TaskId,
-    update: &TaskUpdate,
-) -> Result<Applied, StoreError> {
-    let finished = update.status.is_some_and(TaskStatus::is_terminal);
-    let changed = sqlx::query(concat!(
-        "UPDATE tasks SET status = COALESCE($2, status), result = COALESCE($3, result), \
-         error = COALESCE($4, error), prompt_tokens = COALESCE($5, prompt_tokens), \
-         completion_tokens = COALESCE($6, completion_tokens), updated_at = $7, \
-         finished_at = CASE WHEN $8 THEN $7 ELSE finished_at END, \
-         owner = CASE WHEN $8 THEN NULL ELSE owner END \
-         WHERE id = $1 AND status NOT IN ",
-        terminal!(),
-        " AND ($9::bigint IS NULL OR lease_epoch = $9)"
-    ))
-    .bind(id.as_uuid())
-    .bind(update.status.map(TaskStatus::as_str))
-    .bind(&update.result)
-    .bind(&update.error)
-    .bind(update.usage.map(|u| i64_of(u.prompt_tokens)))
-    .bind(update.usage.map(|u| i64_of(u.completion_tokens)))
-    .bind(update.at)
-    .bind(finished)
-    .bind(update.fence.map(i64_of))
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?
-    .rows_affected();
-    if changed > 0 {
-        return Ok(Applied::Changed);
-    }
-    // Nothing changed: say why. Epochs only grow, so an epoch that differs
-    // now differed when the update ran.
-    let epoch: Option<i64> = sqlx::query_scalar("SELECT lease_epoch FROM tasks WHERE id = $1")
-        .bind(id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(pg_error)?;
-    match (epoch, update.fence) {
-        (None, _) => Err(StoreError::NotFound(id)),
-        (Some(epoch), Some(fence)) if epoch != i64_of(fence) => Err(StoreError::Fenced(id)),
-        (Some(_), _) => Ok(Applied::Unchanged),
-    }
 }
 
 /// Supersedes a task's open subtasks and appends a new plan's.
@@ -250,56 +196,6 @@ async fn save_plan(
     .await
     .map_err(pg_error)?;
     insert_subtasks(conn, id, next, subtasks, now).await
-}
-
-/// Applies a change to a subtask read `FOR UPDATE`.
-async fn update_subtask(
-    conn: &mut PgConnection,
-    id: TaskId,
-    subtask: &SubtaskId,
-    change: &SubtaskChange,
-) -> Result<Applied, StoreError> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        subtask_columns!(),
-        " FROM subtasks s WHERE s.task_id = $1 AND s.id = $2 FOR UPDATE"
-    ))
-    .bind(id.as_uuid())
-    .bind(subtask.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(pg_error)?;
-    let Some(mut record) = row.as_ref().map(subtask_row).transpose()?.flatten() else {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1)")
-            .bind(id.as_uuid())
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(pg_error)?;
-        return if exists {
-            Ok(Applied::Unchanged)
-        } else {
-            Err(StoreError::NotFound(id))
-        };
-    };
-    if change.apply(&mut record) == Applied::Unchanged {
-        return Ok(Applied::Unchanged);
-    }
-    sqlx::query(
-        "UPDATE subtasks SET status = $3, attempts = $4, agent = $5, result = $6, \
-         last_error = $7, updated_at = $8 WHERE task_id = $1 AND id = $2",
-    )
-    .bind(id.as_uuid())
-    .bind(subtask.as_str())
-    .bind(record.status.as_str())
-    .bind(i64::from(record.attempts))
-    .bind(record.agent.as_ref().map(|a| a.as_str()))
-    .bind(&record.result)
-    .bind(&record.last_error)
-    .bind(troupe_core::time::now())
-    .execute(&mut *conn)
-    .await
-    .map_err(pg_error)?;
-    Ok(Applied::Changed)
 }
 
 /// Adds `subtasks` to a task from `first_position` on, in one statement.

@@ -19,18 +19,32 @@
 //! by task id (stably, so one task's jobs keep their order): batches of other
 //! processes sorted alike take the tasks' row locks in one global order.
 //!
+//! # Rounds and coalescing
+//!
+//! The writes a running task makes most (progress appends, subtask changes,
+//! task updates) are not closures but data, which `coalesced` writes for many
+//! tasks in one statement. A batch is cut into *rounds*: round `r` holds each
+//! task's `r`-th write of the batch, so a round has at most one write per task
+//! and one task's writes still run in their order. Each round runs one
+//! statement per kind of write it holds, then its other jobs one by one. A
+//! batch of one round and one kind (the usual case when few tasks are
+//! running) is one statement and needs no `BEGIN` and `COMMIT` around it: one
+//! round trip, where one write used to take three.
+//!
 //! # Failures
 //!
-//! A batch first runs *optimistically*: the jobs one after another, with no
+//! A batch first runs *optimistically*: the rounds one after another, with no
 //! savepoints. Almost every batch succeeds as a whole, and a savepoint per job
 //! would cost two more round trips each (`SAVEPOINT`, `RELEASE`) and one
 //! subtransaction each: past 64 of them in one transaction PostgreSQL's
 //! snapshot cache overflows, which slows every other session. When a job fails
-//! (a duplicate id, a missing task, a lost lease), the batch is rolled back and
-//! run again *guarded*: each job inside its own savepoint, a failed one rolled
-//! back to it and answered with its error while the others go on. Jobs are
-//! therefore closures that can run more than once; they have no effect outside
-//! the transaction. (Measured on a 2-core machine, `troupe bench --llm mock`,
+//! (a duplicate id, a missing task, a lost lease) or a coalesced statement
+//! fails, the batch is rolled back and run again *guarded*: each write alone,
+//! inside its own savepoint, a failed one rolled back to it and answered with
+//! its error while the others go on. Jobs are therefore closures that can run
+//! more than once; they have no effect outside the transaction. (A coalesced
+//! write whose row did not change, say a fenced task update, is an answer,
+//! not a failure: it changed nothing.) (Measured on a 2-core machine, `troupe bench --llm mock`,
 //! 2,000 tasks at concurrency 64: savepoints around every job gave 66 tasks/s,
 //! this 114; the machine's CPU, not the log flush, is then the limit.)
 //!
@@ -43,36 +57,79 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
+use sqlx::Postgres;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot};
-use troupe_core::TaskId;
-use troupe_core::store::StoreError;
+use troupe_core::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
+use troupe_core::store::{StoreError, TaskUpdate};
+use troupe_core::{SubtaskId, TaskId};
 
+use super::coalesced::{self, SubtaskWrite, TaskWrite};
 use super::pg_error;
 
 /// A boxed future borrowing the connection for `'c`.
 pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 
-/// A queued write, type-erased: run (possibly twice), then answer once.
+/// A queued write given as data: its input, its last outcome, and its caller's reply channel.
+#[derive(Debug)]
+pub(crate) struct Pending<I, T> {
+    pub(crate) input: I,
+    pub(crate) outcome: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<I, T> Pending<I, T> {
+    fn new(input: I, reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self {
+            input,
+            outcome: None,
+            reply,
+        }
+    }
+
+    /// Whether the last run gave no error.
+    fn ok(&self) -> bool {
+        matches!(self.outcome, Some(Ok(_)))
+    }
+
+    /// Answers the caller: the write's outcome if `commit` is `Ok`, else `commit`'s error.
+    fn answer(self, commit: Result<(), StoreError>) {
+        // The caller may have gone away (its future dropped): nothing to tell then.
+        let _ = self.reply.send(settle(commit, self.outcome));
+    }
+}
+
+/// What a caller is told: the commit's error, or else the write's own outcome.
+fn settle<T>(
+    commit: Result<(), StoreError>,
+    outcome: Option<Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match (commit, outcome) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(outcome)) => outcome,
+        // Not run: only when the batch broke before it, so `commit` is an error.
+        (Ok(()), None) => Err(StoreError::Backend("a write was not run".to_owned())),
+    }
+}
+
+/// A queued write given as a closure, type-erased: run (possibly twice), then answer once.
 trait Job: Send {
     /// Runs the write on `conn`; false if it failed (its error is kept for the answer).
     fn run<'c>(&'c mut self, conn: &'c mut PgConnection) -> BoxFuture<'c, bool>;
-    /// The write's error, if its last run failed.
-    fn error(&self) -> Option<StoreError>;
     /// Answers the caller: the write's outcome if `commit` is `Ok`, else `commit`'s error.
     fn answer(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
-/// A write over `input`, its last outcome, and its caller's reply channel.
-struct Pending<I, T, F> {
-    input: I,
+/// A write over `input` by a closure, with its last outcome and its caller's reply channel.
+struct Closure<I, T, F> {
+    pending: Pending<I, T>,
     write: F,
-    outcome: Option<Result<T, StoreError>>,
-    reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-impl<I, T, F> Job for Pending<I, T, F>
+impl<I, T, F> Job for Closure<I, T, F>
 where
     I: Send + Sync + 'static,
     T: Send + 'static,
@@ -82,34 +139,62 @@ where
 {
     fn run<'c>(&'c mut self, conn: &'c mut PgConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
-            let outcome = (self.write)(conn, &self.input).await;
-            let ok = outcome.is_ok();
-            self.outcome = Some(outcome);
-            ok
+            let outcome = (self.write)(conn, &self.pending.input).await;
+            if let Err(e) = &outcome {
+                tracing::debug!(error = %e, "a PostgreSQL write failed");
+            }
+            self.pending.outcome = Some(outcome);
+            self.pending.ok()
         })
     }
 
-    fn error(&self) -> Option<StoreError> {
-        match &self.outcome {
-            Some(Err(e)) => Some(e.clone()),
-            _ => None,
-        }
-    }
-
     fn answer(self: Box<Self>, commit: Result<(), StoreError>) {
-        let outcome = match (commit, self.outcome) {
-            (Err(e), _) => Err(e),
-            (Ok(()), Some(outcome)) => outcome,
-            // Not run: only when the batch broke before it, so `commit` is an error.
-            (Ok(()), None) => Err(StoreError::Backend("a write was not run".to_owned())),
-        };
-        // The caller may have gone away (its future dropped): nothing to tell then.
-        let _ = self.reply.send(outcome);
+        self.pending.answer(commit);
     }
 }
 
-/// A job with the task whose writer runs it (the key batches are sorted by).
-type Routed = (u128, Box<dyn Job>);
+/// One queued write.
+enum Write {
+    Append(Pending<NewProgressEntry, ProgressEntry>),
+    Subtask(Pending<SubtaskWrite, Applied>),
+    Task(Pending<TaskWrite, Applied>),
+    Other(Box<dyn Job>),
+}
+
+impl Write {
+    /// Runs this write alone; false if it failed.
+    async fn run_alone(&mut self, conn: &mut PgConnection) -> bool {
+        match self {
+            Write::Append(p) => coalesced::append(conn, &mut [p]).await && p.ok(),
+            Write::Subtask(p) => coalesced::update_subtasks(conn, &mut [p]).await && p.ok(),
+            Write::Task(p) => coalesced::update_tasks(conn, &mut [p]).await && p.ok(),
+            Write::Other(job) => job.run(conn).await,
+        }
+    }
+
+    /// The error of this write's last run, if it failed.
+    fn error(&self) -> Option<&StoreError> {
+        let outcome = match self {
+            Write::Append(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
+            Write::Subtask(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
+            Write::Task(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
+            Write::Other(_) => None,
+        };
+        outcome.and_then(Result::err)
+    }
+
+    fn answer(self, commit: Result<(), StoreError>) {
+        match self {
+            Write::Append(p) => p.answer(commit),
+            Write::Subtask(p) => p.answer(commit),
+            Write::Task(p) => p.answer(commit),
+            Write::Other(job) => job.answer(commit),
+        }
+    }
+}
+
+/// A write with the task whose writer runs it (the key batches are sorted by).
+type Routed = (u128, Write);
 
 /// Handles to the writer tasks.
 #[derive(Debug)]
@@ -146,6 +231,49 @@ impl Writers {
         usize::try_from(task.as_uuid().as_u128() % n).unwrap_or(0)
     }
 
+    /// Appends a progress entry (see `coalesced::append`).
+    pub(crate) async fn append(
+        &self,
+        entry: NewProgressEntry,
+    ) -> Result<ProgressEntry, StoreError> {
+        let task = entry.task_id;
+        self.queue(self.route(task), task, |reply| {
+            Write::Append(Pending::new(entry, reply))
+        })
+        .await
+    }
+
+    /// Applies a subtask change (see `coalesced::update_subtasks`).
+    pub(crate) async fn update_subtask(
+        &self,
+        task: TaskId,
+        subtask: SubtaskId,
+        change: SubtaskChange,
+    ) -> Result<Applied, StoreError> {
+        let input = SubtaskWrite {
+            task,
+            subtask,
+            change,
+        };
+        self.queue(self.route(task), task, |reply| {
+            Write::Subtask(Pending::new(input, reply))
+        })
+        .await
+    }
+
+    /// Updates a task (see `coalesced::update_tasks`).
+    pub(crate) async fn update_task(
+        &self,
+        task: TaskId,
+        update: TaskUpdate,
+    ) -> Result<Applied, StoreError> {
+        let input = TaskWrite { task, update };
+        self.queue(self.route(task), task, |reply| {
+            Write::Task(Pending::new(input, reply))
+        })
+        .await
+    }
+
     /// Runs `write(conn, &input)` in a batch of the writer of `task` and
     /// returns its outcome once the batch is committed. `write` may run twice
     /// (see the module docs) and must not act outside the transaction.
@@ -180,91 +308,261 @@ impl Writers {
             + Send
             + 'static,
     {
+        self.queue(n, task, |reply| {
+            Write::Other(Box::new(Closure {
+                pending: Pending::new(input, reply),
+                write,
+            }))
+        })
+        .await
+    }
+
+    /// Queues the write `make` builds around its reply channel on writer `n`
+    /// and waits for its answer.
+    async fn queue<T>(
+        &self,
+        n: usize,
+        task: TaskId,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Write,
+    ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = Box::new(Pending {
-            input,
-            write,
-            outcome: None,
-            reply,
-        });
         let queue = self.queues.get(n).ok_or(StoreError::Closed)?;
         queue
-            .send((task.as_uuid().as_u128(), job))
+            .send((task.as_uuid().as_u128(), make(reply)))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-/// One writer task: its jobs come in batches, its connections from its pool.
+/// One writer task: its jobs come in batches, its connection from its pool.
 struct Writer {
     pool: PgPool,
     max_batch: usize,
 }
 
+/// How long a writer keeps one connection before it hands it back to the
+/// pool (which closes it once past its own lifetime) and takes another.
+const HOLD: Duration = Duration::from_secs(300);
+
 impl Writer {
     async fn run(self, mut jobs: mpsc::UnboundedReceiver<Routed>, n: usize) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        while jobs.recv_many(&mut batch, self.max_batch).await > 0 {
+        let mut held: Option<(PoolConnection<Postgres>, Instant)> = None;
+        loop {
+            let received = if held.is_some() {
+                // A kept connection goes back as soon as the pool closes:
+                // closing waits for every connection to come back.
+                tokio::select! {
+                    received = jobs.recv_many(&mut batch, self.max_batch) => received,
+                    () = self.pool.close_event() => {
+                        held = None;
+                        continue;
+                    }
+                }
+            } else {
+                jobs.recv_many(&mut batch, self.max_batch).await
+            };
+            if received == 0 {
+                break;
+            }
             // Stable: one task's jobs keep their order.
             batch.sort_by_key(|(key, _)| *key);
-            let jobs: Vec<Box<dyn Job>> = batch.drain(..).map(|(_, job)| job).collect();
-            self.commit(jobs).await;
+            held = self.commit(&mut batch, held).await;
+            if self.pool.is_closed() {
+                held = None;
+            }
         }
         tracing::debug!(writer = n, "PostgreSQL writer stopped");
     }
 
-    /// Runs and commits one batch, and answers every job.
+    /// Runs and commits one batch, answers every write, and gives back the
+    /// connection to use for the next batch, if it is still good.
     ///
-    /// The connection comes from the pool for each batch: the pool checks it
-    /// first (so a batch after a server restart gets a live one), and keeps
-    /// it no longer than its lifetime.
-    async fn commit(&self, mut jobs: Vec<Box<dyn Job>>) {
-        let outcome = match self.pool.acquire().await {
-            Ok(mut conn) => {
-                let outcome = run_batch(&mut conn, &mut jobs).await;
-                if outcome.is_err() {
+    /// The writer keeps its connection from batch to batch: taking one from
+    /// the pool checks it with a round trip first, which a batch of a few
+    /// writes would feel. A kept connection is not checked, so it may have
+    /// died since (the server restarted, or an administrator cut it): when a
+    /// batch's first statement fails on one as on a dead connection, the
+    /// batch runs again, once, on a connection from the pool. A connection is
+    /// also taken afresh after any failed batch (it may be broken or inside a
+    /// transaction) and every [`HOLD`].
+    async fn commit(
+        &self,
+        batch: &mut Vec<Routed>,
+        held: Option<(PoolConnection<Postgres>, Instant)>,
+    ) -> Option<(PoolConnection<Postgres>, Instant)> {
+        let mut held = held;
+        let (outcome, keep) = loop {
+            let checked = held.is_none();
+            let conn = match held.take() {
+                Some(held) => Ok(held),
+                None => self
+                    .pool
+                    .acquire()
+                    .await
+                    .map(|conn| (conn, Instant::now()))
+                    .map_err(pg_error),
+            };
+            let (mut conn, since) = match conn {
+                Ok(conn) => conn,
+                Err(e) => break (Err(e), None),
+            };
+            match run_batch(&mut conn, batch).await {
+                Ok(()) if since.elapsed() >= HOLD => break (Ok(()), None),
+                Ok(()) => break (Ok(()), Some((conn, since))),
+                Err(failure) => {
                     // It may be broken or inside a transaction: never reuse it.
                     conn.close_on_drop();
+                    match failure {
+                        Failure::DeadAtStart(e) if !checked => {
+                            tracing::debug!(error = %e, "a kept PostgreSQL connection was dead; retrying on a new one");
+                        }
+                        Failure::DeadAtStart(e) | Failure::Broken(e) => break (Err(e), None),
+                    }
                 }
-                outcome
             }
-            Err(e) => Err(pg_error(e)),
         };
         if let Err(e) = &outcome {
-            tracing::warn!(error = %e, jobs = jobs.len(), "PostgreSQL batch not committed");
+            tracing::warn!(error = %e, writes = batch.len(), "PostgreSQL batch not committed");
         }
-        for job in jobs {
-            job.answer(outcome.clone());
+        for (_, write) in batch.drain(..) {
+            write.answer(outcome.clone());
         }
+        keep
     }
 }
 
-/// Runs `jobs` in one transaction and commits it: optimistically first, then
-/// guarded if a job failed. An error means the transaction broke (nothing of
-/// it is committed, as far as this session can tell).
-async fn run_batch(conn: &mut PgConnection, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    exec(conn, "BEGIN").await?;
-    let mut failed = false;
-    for job in jobs.iter_mut() {
-        if !job.run(conn).await {
-            failed = true;
+/// Why a batch was not committed.
+enum Failure {
+    /// Its first statement failed as on a dead connection, and so did the
+    /// next: nothing of it ran, and it may run again on another connection.
+    DeadAtStart(StoreError),
+    /// The transaction broke later: nothing of it is committed, as far as
+    /// this session can tell.
+    Broken(StoreError),
+}
+
+/// Runs a batch (sorted by task) and commits it: optimistically first, then
+/// guarded if a write failed.
+async fn run_batch(conn: &mut PgConnection, batch: &mut [Routed]) -> Result<(), Failure> {
+    let rounds = rounds(batch);
+    let last = rounds.iter().copied().max().unwrap_or(0);
+    if last == 0 && one_statement(batch) {
+        // One statement is its own transaction.
+        if run_round(conn, batch, &rounds, 0).await {
+            return Ok(());
+        }
+        // A failed statement on a dead connection: unavailable, and so is the
+        // next one. (The server could in principle have committed it and died
+        // before answering; that is the ambiguity of any failed COMMIT.)
+        let unavailable = batch
+            .iter()
+            .any(|(_, w)| matches!(w.error(), Some(StoreError::Unavailable(_))));
+        if let Err(e) = exec(conn, "BEGIN").await {
+            return Err(if unavailable {
+                Failure::DeadAtStart(e)
+            } else {
+                Failure::Broken(e)
+            });
+        }
+        return guarded(conn, batch).await.map_err(Failure::Broken);
+    }
+    exec(conn, "BEGIN").await.map_err(Failure::DeadAtStart)?;
+    let mut ok = true;
+    for round in 0..=last {
+        if !run_round(conn, batch, &rounds, round).await {
+            ok = false;
             break;
         }
     }
-    if failed {
-        exec(conn, "ROLLBACK").await?;
-        exec(conn, "BEGIN").await?;
-        for job in jobs.iter_mut() {
-            exec(conn, "SAVEPOINT job").await?;
-            if job.run(conn).await {
-                exec(conn, "RELEASE job").await?;
-            } else {
-                exec(conn, "ROLLBACK TO job").await?;
-                tracing::debug!(error = ?job.error(), "a write of a batch failed alone");
-            }
+    if ok {
+        return exec(conn, "COMMIT").await.map_err(Failure::Broken);
+    }
+    exec(conn, "ROLLBACK").await.map_err(Failure::Broken)?;
+    exec(conn, "BEGIN").await.map_err(Failure::Broken)?;
+    guarded(conn, batch).await.map_err(Failure::Broken)
+}
+
+/// Runs a batch *guarded*, in the transaction just begun: each write in its
+/// own savepoint, so that a failed one is rolled back alone; then commits.
+async fn guarded(conn: &mut PgConnection, batch: &mut [Routed]) -> Result<(), StoreError> {
+    for (_, write) in batch.iter_mut() {
+        exec(conn, "SAVEPOINT job").await?;
+        if write.run_alone(conn).await {
+            exec(conn, "RELEASE job").await?;
+        } else {
+            exec(conn, "ROLLBACK TO job").await?;
         }
     }
     exec(conn, "COMMIT").await
+}
+
+/// The round of each write of a batch sorted by task: a task's first write
+/// is in round 0, its second in round 1, and so on.
+fn rounds(batch: &[Routed]) -> Vec<usize> {
+    let mut rounds = Vec::with_capacity(batch.len());
+    let mut previous: Option<(u128, usize)> = None;
+    for (key, _) in batch {
+        let round = match previous {
+            Some((k, r)) if k == *key => r + 1,
+            _ => 0,
+        };
+        rounds.push(round);
+        previous = Some((*key, round));
+    }
+    rounds
+}
+
+/// Whether a batch of one round is a single statement: writes of one coalesced kind.
+fn one_statement(batch: &[Routed]) -> bool {
+    let kind = |w: &Write| match w {
+        Write::Append(_) => Some(0),
+        Write::Subtask(_) => Some(1),
+        Write::Task(_) => Some(2),
+        Write::Other(_) => None,
+    };
+    let mut kinds = batch.iter().map(|(_, w)| kind(w));
+    match kinds.next() {
+        Some(Some(first)) => kinds.all(|k| k == Some(first)),
+        _ => false,
+    }
+}
+
+/// Runs round `round` of a batch: one statement per coalesced kind, then the
+/// other jobs one by one. False if any write failed.
+async fn run_round(
+    conn: &mut PgConnection,
+    batch: &mut [Routed],
+    rounds: &[usize],
+    round: usize,
+) -> bool {
+    let mut appends = Vec::new();
+    let mut subtasks = Vec::new();
+    let mut tasks = Vec::new();
+    let mut others = Vec::new();
+    for ((_, write), _) in batch.iter_mut().zip(rounds).filter(|(_, r)| **r == round) {
+        match write {
+            Write::Append(p) => appends.push(p),
+            Write::Subtask(p) => subtasks.push(p),
+            Write::Task(p) => tasks.push(p),
+            Write::Other(job) => others.push(job),
+        }
+    }
+    if !appends.is_empty() && !coalesced::append(conn, &mut appends).await {
+        return false;
+    }
+    if !subtasks.is_empty() && !coalesced::update_subtasks(conn, &mut subtasks).await {
+        return false;
+    }
+    if !tasks.is_empty() && !coalesced::update_tasks(conn, &mut tasks).await {
+        return false;
+    }
+    for job in others {
+        if !job.run(conn).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Runs one statement of transaction control.

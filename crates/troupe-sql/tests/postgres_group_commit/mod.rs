@@ -8,8 +8,9 @@ use futures::future::join_all;
 use troupe_core::AgentId;
 use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
 use troupe_core::store::{
-    Checkpoint, CheckpointStore, LeaseStore, ProgressStore, StoreError, TaskStore,
+    Checkpoint, CheckpointStore, LeaseStore, ProgressStore, StoreError, TaskStore, TaskUpdate,
 };
+use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_core::{SubtaskId, TaskId};
 use troupe_sql::{PostgresOptions, PostgresStore};
 use troupe_testkit::conformance::store::{new_task, subtask};
@@ -150,6 +151,140 @@ async fn a_failing_write_in_a_batch_fails_alone() {
         stored.iter().map(|e| e.step).collect::<Vec<_>>(),
         (1..=150).collect::<Vec<_>>()
     );
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
+    let Some(db) = ScratchDb::create("coalesced_writes_answer_each_caller").await else {
+        return;
+    };
+    // One writer: every write below goes through the same batches, where one
+    // statement carries the subtask changes (or task updates) of many tasks.
+    let store = PostgresStore::connect(&db.url, options("coalesced", 1))
+        .await
+        .unwrap();
+    let me = AgentId::new("orchestrator-1").unwrap();
+    let worker = AgentId::new("writer-1").unwrap();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let mut task = new_task(&format!("goal {i}"));
+        task.subtasks = vec![
+            subtask("s1", "writer", 0, &[]),
+            subtask("s2", "writer", 0, &["s1"]),
+        ];
+        ids.push(task.id);
+        store.create_task(&task).await.unwrap();
+    }
+    let epochs: Vec<u64> = join_all(
+        ids.iter()
+            .map(|t| store.acquire(*t, &me, Duration::from_secs(60))),
+    )
+    .await
+    .into_iter()
+    .map(|l| l.unwrap().unwrap().epoch)
+    .collect();
+    let s1 = SubtaskId::new("s1").unwrap();
+    let s2 = SubtaskId::new("s2").unwrap();
+    let missing = TaskId::new();
+
+    // Even tasks: s1 dispatched as attempt 1 (applies). Odd tasks: s1
+    // dispatched as attempt 2 (stale: its last attempt is 0, not 1). A task
+    // that does not exist. All at once.
+    let dispatch = SubtaskChange::Dispatched { attempt: 1 };
+    let stale = SubtaskChange::Dispatched { attempt: 2 };
+    let changes = ids.iter().enumerate().map(|(i, t)| {
+        let change = if i % 2 == 0 { &dispatch } else { &stale };
+        store.update_subtask(*t, &s1, change)
+    });
+    let (answers, lost) = tokio::join!(
+        join_all(changes),
+        store.update_subtask(missing, &s1, &dispatch)
+    );
+    for (i, answer) in answers.into_iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        };
+        assert_eq!(answer, Ok(expected), "task {i}");
+    }
+    assert_eq!(lost, Err(StoreError::NotFound(missing)));
+
+    // Each task's s1 completed, its s2 dispatched and then started, in one
+    // go per task: the start applies only after the dispatch, so one task's
+    // writes must keep their order through the rounds of a batch.
+    let complete = SubtaskChange::Completed {
+        attempt: 1,
+        agent: worker.clone(),
+        result: "done".into(),
+    };
+    let start = SubtaskChange::Started {
+        attempt: 1,
+        agent: worker.clone(),
+    };
+    let follow = ids.iter().step_by(2).map(|t| {
+        let store = &store;
+        let (complete, dispatch, start) = (&complete, &dispatch, &start);
+        let (s1, s2) = (&s1, &s2);
+        async move {
+            tokio::join!(
+                store.update_subtask(*t, s1, complete),
+                store.update_subtask(*t, s2, dispatch),
+                store.update_subtask(*t, s2, start)
+            )
+        }
+    });
+    for (a, b, c) in join_all(follow).await {
+        assert_eq!(a, Ok(Applied::Changed));
+        assert_eq!(b, Ok(Applied::Changed));
+        assert_eq!(c, Ok(Applied::Changed));
+    }
+
+    // Task updates: with the right epoch (applies), a wrong one (fenced),
+    // and no fence on a task that does not exist.
+    let updates = ids.iter().zip(&epochs).enumerate().map(|(i, (t, epoch))| {
+        let fence = if i % 3 == 0 { *epoch + 1 } else { *epoch };
+        let update = TaskUpdate {
+            fence: Some(fence),
+            ..TaskUpdate::status(TaskStatus::Completed)
+        };
+        let store = &store;
+        async move { store.update_task(*t, &update).await }
+    });
+    let unfenced = TaskUpdate::status(TaskStatus::Completed);
+    let (answers, lost) = tokio::join!(join_all(updates), store.update_task(missing, &unfenced));
+    for (i, answer) in answers.into_iter().enumerate() {
+        if i % 3 == 0 {
+            assert_eq!(answer, Err(StoreError::Fenced(ids[i])), "task {i}");
+        } else {
+            assert_eq!(answer, Ok(Applied::Changed), "task {i}");
+        }
+    }
+    assert_eq!(lost, Err(StoreError::NotFound(missing)));
+
+    // What the store holds agrees with every answer.
+    for (i, t) in ids.iter().enumerate() {
+        let got = store.get_task(*t).await.unwrap().unwrap();
+        let (first, second) = (&got.subtasks[0], &got.subtasks[1]);
+        if i % 2 == 0 {
+            assert_eq!(first.status, SubtaskStatus::Completed, "task {i}");
+            assert_eq!(first.result.as_deref(), Some("done"));
+            assert_eq!(first.agent.as_ref(), Some(&worker));
+            assert_eq!(
+                (second.status, second.attempts),
+                (SubtaskStatus::Running, 1)
+            );
+            assert_eq!(second.agent.as_ref(), Some(&worker));
+        } else {
+            assert_eq!((first.status, first.attempts), (SubtaskStatus::Pending, 0));
+            assert_eq!(second.status, SubtaskStatus::Pending);
+        }
+        let ended = i % 3 != 0;
+        assert_eq!(got.status == TaskStatus::Completed, ended, "task {i}");
+        assert_eq!(got.finished_at.is_some(), ended, "task {i}");
+    }
     store.close().await;
     db.drop_now().await;
 }
