@@ -426,12 +426,17 @@ impl Driver {
             fence: self.fence(),
             ..TaskUpdate::status(status)
         };
-        self.shared
-            .stores
-            .tasks
-            .update_task(self.ledger.id(), &update)
-            .await?;
-        self.checkpoint().await
+        // The status and the checkpoint are independent writes: one wait.
+        let checkpoint = self.take_checkpoint()?;
+        let stores = &self.shared.stores;
+        let save = async {
+            match &checkpoint {
+                Some(checkpoint) => stores.checkpoints.save_checkpoint(checkpoint).await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(stores.tasks.update_task(self.ledger.id(), &update), save)?;
+        Ok(())
     }
 
     /// The fencing token of this driver's writes, if it holds a lease.

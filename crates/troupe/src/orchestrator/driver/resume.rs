@@ -91,9 +91,22 @@ impl Driver {
     /// Saves the driver's state under its lease epoch. A fenced save means
     /// another coordinator has the task: the run ends here, leaving it to them.
     pub(super) async fn checkpoint(&mut self) -> Result<(), End> {
+        if let Some(checkpoint) = self.take_checkpoint()? {
+            self.shared
+                .stores
+                .checkpoints
+                .save_checkpoint(&checkpoint)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The checkpoint of the driver's state now, if it holds a lease (and so
+    /// has an epoch to save it under); counting restarts from here.
+    pub(super) fn take_checkpoint(&mut self) -> Result<Option<Checkpoint>, End> {
         self.since_checkpoint = 0;
         if self.epoch == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let state = DriverState {
             request_id: self.request_id.clone(),
@@ -103,19 +116,13 @@ impl Driver {
         };
         let state = serde_json::to_value(&state)
             .map_err(|e| End::Store(StoreError::Backend(format!("checkpoint: {e}"))))?;
-        let checkpoint = Checkpoint {
+        Ok(Some(Checkpoint {
             task: self.ledger.id(),
             epoch: self.epoch,
             step: self.last_step,
             state,
             at: troupe_core::time::now(),
-        };
-        self.shared
-            .stores
-            .checkpoints
-            .save_checkpoint(&checkpoint)
-            .await?;
-        Ok(())
+        }))
     }
 
     /// Counts a step of the run; checkpoints every `checkpoint_every`.
