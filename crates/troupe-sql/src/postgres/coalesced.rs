@@ -179,21 +179,12 @@ pub(crate) async fn update_subtasks(
     .bind(&c.last_error)
     .fetch_all(&mut *conn)
     .await;
-    let changed: HashSet<Uuid> = match changed {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(e) => return failed(writes, &pg_error(e)),
-    };
-    let missed: Vec<Uuid> = writes
-        .iter()
-        .map(|w| w.input.task.as_uuid())
-        .filter(|id| !changed.contains(id))
-        .collect();
-    // Unchanged when the task is there (the guard did not hold, or a plan of
-    // the task has no such subtask), not found when it is not.
-    let existing = match epochs(conn, &missed).await {
-        Ok(existing) => existing,
+    let (changed, existing) = match sort_out(conn, writes, |w| w.task, changed).await {
+        Ok(sorted) => sorted,
         Err(e) => return failed(writes, &e),
     };
+    // Unchanged when the task is there (the guard did not hold, or a plan of
+    // the task has no such subtask), not found when it is not.
     for w in writes.iter_mut() {
         let task = w.input.task;
         w.outcome = Some(if changed.contains(&task.as_uuid()) {
@@ -269,17 +260,8 @@ pub(crate) async fn update_tasks(
     .bind(&c.fence)
     .fetch_all(&mut *conn)
     .await;
-    let changed: HashSet<Uuid> = match changed {
-        Ok(ids) => ids.into_iter().collect(),
-        Err(e) => return failed(writes, &pg_error(e)),
-    };
-    let missed: Vec<Uuid> = writes
-        .iter()
-        .map(|w| w.input.task.as_uuid())
-        .filter(|id| !changed.contains(id))
-        .collect();
-    let epochs = match epochs(conn, &missed).await {
-        Ok(epochs) => epochs,
+    let (changed, epochs) = match sort_out(conn, writes, |w| w.task, changed).await {
+        Ok(sorted) => sorted,
         Err(e) => return failed(writes, &e),
     };
     for w in writes.iter_mut() {
@@ -315,18 +297,32 @@ struct TaskColumns<'a> {
     fence: Vec<Option<i64>>,
 }
 
-/// The lease epochs of those of `tasks` that exist (no statement when none is asked).
-async fn epochs(conn: &mut PgConnection, tasks: &[Uuid]) -> Result<HashMap<Uuid, i64>, StoreError> {
-    if tasks.is_empty() {
-        return Ok(HashMap::new());
+/// Sorts out the writes of a guarded statement by what it `changed` (the
+/// tasks whose row it changed): those tasks, and the lease epochs of the
+/// other writes' tasks that exist (read with one more statement, only if
+/// some write changed nothing).
+async fn sort_out<I, T>(
+    conn: &mut PgConnection,
+    writes: &[&mut Pending<I, T>],
+    task: impl Fn(&I) -> TaskId,
+    changed: Result<Vec<Uuid>, sqlx::Error>,
+) -> Result<(HashSet<Uuid>, HashMap<Uuid, i64>), StoreError> {
+    let changed: HashSet<Uuid> = changed.map_err(pg_error)?.into_iter().collect();
+    let missed: Vec<Uuid> = writes
+        .iter()
+        .map(|w| task(&w.input).as_uuid())
+        .filter(|id| !changed.contains(id))
+        .collect();
+    if missed.is_empty() {
+        return Ok((changed, HashMap::new()));
     }
     let rows: Vec<(Uuid, i64)> =
         sqlx::query_as("SELECT id, lease_epoch FROM tasks WHERE id = ANY($1)")
-            .bind(tasks)
+            .bind(&missed)
             .fetch_all(&mut *conn)
             .await
             .map_err(pg_error)?;
-    Ok(rows.into_iter().collect())
+    Ok((changed, rows.into_iter().collect()))
 }
 
 /// Gives every write of a failed statement its error; always false.
