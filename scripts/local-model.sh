@@ -75,8 +75,25 @@ install_model() {
     say "model installed: $MODEL_PATH (sha256 verified)"
 }
 
+# How llama-server is built for this CPU. Not -march=native (ggml's default): where the CPU
+# lists AMX (recent Xeons), native builds use AMX tile instructions, which virtual machines
+# often leave disabled, and the server dies with SIGILL (exit 132) at its first matrix
+# product, though `--version` works. So: no native tuning, and AVX2 where the CPU has it.
+build_flags() {
+    local flags="-DGGML_NATIVE=OFF"
+    if grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
+        flags="$flags -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    fi
+    echo "$flags"
+}
+
 install_server() {
-    if [ -x "$SERVER_PATH" ] && "$SERVER_PATH" --version >/dev/null 2>&1; then
+    local flags
+    flags="$(build_flags)"
+    # A server built with other flags (say, natively by an older version of this script) is
+    # built again: the stamp beside it records how it was built.
+    if [ -x "$SERVER_PATH" ] && "$SERVER_PATH" --version >/dev/null 2>&1 \
+        && [ "$(cat "$SERVER_PATH.build" 2>/dev/null)" = "$flags" ]; then
         say "llama-server present: $SERVER_PATH"
         return 0
     fi
@@ -117,7 +134,8 @@ PY
     local jobs
     jobs="$(nproc 2>/dev/null || echo 2)"
     say "building llama-server with $jobs jobs (about 7 minutes on 2 cores)"
-    cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release \
+    # shellcheck disable=SC2086 # $flags is a list of words
+    cmake -S "$src" -B "$work/build" -DCMAKE_BUILD_TYPE=Release $flags \
         -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF \
         >"$work/cmake.log" 2>&1 || { tail -40 "$work/cmake.log" >&2; die "cmake configure failed"; }
@@ -127,6 +145,7 @@ PY
     cp "$work/build/bin/llama-server" "$SERVER_PATH.part"
     mv "$SERVER_PATH.part" "$SERVER_PATH"
     "$SERVER_PATH" --version >/dev/null 2>&1 || die "the built llama-server does not run"
+    echo "$flags" >"$SERVER_PATH.build"
     say "llama-server installed: $SERVER_PATH"
 }
 

@@ -35,7 +35,13 @@ async fn start() -> Api {
     tokio::spawn(serve(listener, router(state), stop.clone()));
     Api {
         base,
-        http: reqwest::Client::new(),
+        // A connection per request: after a refused oversized body the server
+        // closes its side while the client may still be writing, and a pooled
+        // connection could then be reused as it closes (a broken pipe seen in CI).
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap(),
         stop,
     }
 }
