@@ -95,6 +95,11 @@ impl<I, T> Pending<I, T> {
         matches!(self.outcome, Some(Ok(_)))
     }
 
+    /// The error of the last run, if it failed.
+    fn error(&self) -> Option<&StoreError> {
+        self.outcome.as_ref().and_then(|o| o.as_ref().err())
+    }
+
     /// Answers the caller: the write's outcome if `commit` is `Ok`, else `commit`'s error.
     fn answer(self, commit: Result<(), StoreError>) {
         // The caller may have gone away (its future dropped): nothing to tell then.
@@ -174,13 +179,12 @@ impl Write {
 
     /// The error of this write's last run, if it failed.
     fn error(&self) -> Option<&StoreError> {
-        let outcome = match self {
-            Write::Append(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
-            Write::Subtask(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
-            Write::Task(p) => p.outcome.as_ref().map(|o| o.as_ref().map(drop)),
+        match self {
+            Write::Append(p) => p.error(),
+            Write::Subtask(p) => p.error(),
+            Write::Task(p) => p.error(),
             Write::Other(_) => None,
-        };
-        outcome.and_then(Result::err)
+        }
     }
 
     fn answer(self, commit: Result<(), StoreError>) {

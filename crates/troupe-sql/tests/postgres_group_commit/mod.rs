@@ -25,6 +25,36 @@ fn options(name: &str, writers: usize) -> PostgresOptions {
     }
 }
 
+/// Creates `count` tasks, each with the writer subtasks `plan` names (id,
+/// dependencies), and leases them to `me`: their ids and lease epochs.
+async fn leased_tasks(
+    store: &PostgresStore,
+    me: &AgentId,
+    count: usize,
+    plan: &[(&str, &[&str])],
+) -> (Vec<TaskId>, Vec<u64>) {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let mut task = new_task(&format!("goal {i}"));
+        task.subtasks = plan
+            .iter()
+            .map(|(id, deps)| subtask(id, "writer", 0, deps))
+            .collect();
+        ids.push(task.id);
+        store.create_task(&task).await.unwrap();
+    }
+    let leases = join_all(
+        ids.iter()
+            .map(|t| store.acquire(*t, me, Duration::from_secs(60))),
+    )
+    .await;
+    let epochs = leases
+        .into_iter()
+        .map(|l| l.unwrap().unwrap().epoch)
+        .collect();
+    (ids, epochs)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_of_many_tasks_all_land() {
     let Some(db) = ScratchDb::create("concurrent_writes_of_many_tasks_all_land").await else {
@@ -34,23 +64,8 @@ async fn concurrent_writes_of_many_tasks_all_land() {
         .await
         .unwrap();
     let me = AgentId::new("orchestrator-1").unwrap();
-    let (tasks, appends) = (12usize, 40u64);
-    let mut ids = Vec::new();
-    for i in 0..tasks {
-        let mut task = new_task(&format!("goal {i}"));
-        task.subtasks = vec![subtask("s1", "writer", 0, &[])];
-        ids.push(task.id);
-        store.create_task(&task).await.unwrap();
-    }
-    let leases = join_all(
-        ids.iter()
-            .map(|t| store.acquire(*t, &me, Duration::from_secs(60))),
-    )
-    .await;
-    let epochs: Vec<u64> = leases
-        .into_iter()
-        .map(|l| l.unwrap().unwrap().epoch)
-        .collect();
+    let appends = 40u64;
+    let (ids, epochs) = leased_tasks(&store, &me, 12, &[("s1", &[])]).await;
 
     // Appends, checkpoints and a subtask's changes of every task, all at once.
     let writes = ids.iter().zip(&epochs).flat_map(|(task, epoch)| {
@@ -167,24 +182,7 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
         .unwrap();
     let me = AgentId::new("orchestrator-1").unwrap();
     let worker = AgentId::new("writer-1").unwrap();
-    let mut ids = Vec::new();
-    for i in 0..24 {
-        let mut task = new_task(&format!("goal {i}"));
-        task.subtasks = vec![
-            subtask("s1", "writer", 0, &[]),
-            subtask("s2", "writer", 0, &["s1"]),
-        ];
-        ids.push(task.id);
-        store.create_task(&task).await.unwrap();
-    }
-    let epochs: Vec<u64> = join_all(
-        ids.iter()
-            .map(|t| store.acquire(*t, &me, Duration::from_secs(60))),
-    )
-    .await
-    .into_iter()
-    .map(|l| l.unwrap().unwrap().epoch)
-    .collect();
+    let (ids, epochs) = leased_tasks(&store, &me, 24, &[("s1", &[]), ("s2", &["s1"])]).await;
     let s1 = SubtaskId::new("s1").unwrap();
     let s2 = SubtaskId::new("s2").unwrap();
     let missing = TaskId::new();

@@ -429,13 +429,10 @@ impl Driver {
         // The status and the checkpoint are independent writes: one wait.
         let checkpoint = self.take_checkpoint()?;
         let stores = &self.shared.stores;
-        let save = async {
-            match &checkpoint {
-                Some(checkpoint) => stores.checkpoints.save_checkpoint(checkpoint).await,
-                None => Ok(()),
-            }
-        };
-        tokio::try_join!(stores.tasks.update_task(self.ledger.id(), &update), save)?;
+        tokio::try_join!(
+            stores.tasks.update_task(self.ledger.id(), &update),
+            resume::save(stores, checkpoint.as_ref())
+        )?;
         Ok(())
     }
 

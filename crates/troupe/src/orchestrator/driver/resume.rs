@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use troupe_core::SubtaskId;
 use troupe_core::ledger::{EventKind, SubtaskChange};
-use troupe_core::store::{Checkpoint, StoreError};
+use troupe_core::store::{Checkpoint, StoreError, Stores};
 use troupe_core::task::{TaskRecord, Usage};
 
 use super::{Driver, End};
@@ -91,13 +91,8 @@ impl Driver {
     /// Saves the driver's state under its lease epoch. A fenced save means
     /// another coordinator has the task: the run ends here, leaving it to them.
     pub(super) async fn checkpoint(&mut self) -> Result<(), End> {
-        if let Some(checkpoint) = self.take_checkpoint()? {
-            self.shared
-                .stores
-                .checkpoints
-                .save_checkpoint(&checkpoint)
-                .await?;
-        }
+        let checkpoint = self.take_checkpoint()?;
+        save(&self.shared.stores, checkpoint.as_ref()).await?;
         Ok(())
     }
 
@@ -163,4 +158,15 @@ pub(in crate::orchestrator) fn resumed_record(
         record.usage = state.usage;
     }
     record
+}
+
+/// Saves `checkpoint`, if there is one (a driver without a lease has none).
+pub(super) async fn save(
+    stores: &Stores,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<(), StoreError> {
+    match checkpoint {
+        Some(checkpoint) => stores.checkpoints.save_checkpoint(checkpoint).await,
+        None => Ok(()),
+    }
 }
