@@ -64,9 +64,10 @@ impl LeaseStore for PostgresStore {
                 )
             })
             .collect::<Vec<_>>();
+        // Together: a write is queued only once its future is polled.
         let mut kept = Vec::new();
-        for renewed in renewals {
-            kept.extend(renewed.await?);
+        for renewed in futures::future::join_all(renewals).await {
+            kept.extend(renewed?);
         }
         // In the order asked, as the other stores answer.
         Ok(held
