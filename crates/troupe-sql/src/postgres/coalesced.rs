@@ -20,8 +20,11 @@
 //! each write alone (`writer`'s guarded mode).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
-use sqlx::postgres::PgConnection;
+use sqlx::Postgres;
+use sqlx::postgres::{PgArguments, PgConnection};
+use sqlx::query::QueryAs;
 use sqlx::types::Uuid;
 use troupe_core::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
 use troupe_core::store::{StoreError, TaskUpdate};
@@ -54,50 +57,53 @@ pub(crate) async fn append(
     conn: &mut PgConnection,
     writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
 ) -> bool {
-    let mut c = AppendColumns::default();
-    for w in writes.iter() {
-        let e = &w.input;
-        c.task.push(e.task_id.as_uuid());
-        c.at.push(e.at);
-        c.agent.push(e.agent.as_str());
-        c.subtask.push(e.subtask_id.as_ref().map(|s| s.as_str()));
-        c.attempt.push(e.attempt.map(i64::from));
-        c.event.push(e.event.as_str());
-        c.detail.push(&e.detail);
-        c.prompt.push(e.usage.map(|u| i64_of(u.prompt_tokens)));
-        c.completion
-            .push(e.usage.map(|u| i64_of(u.completion_tokens)));
-    }
-    let rows: Result<Vec<(Uuid, i64)>, _> = sqlx::query_as(
-        "WITH input AS ( \
-           SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], \
-             $5::bigint[], $6::text[], $7::text[], $8::bigint[], $9::bigint[]) \
+    let c = AppendColumns::of(writes.iter().map(|w| &w.input));
+    let rows = c
+        .bind(sqlx::query_as::<_, (Uuid, i64)>(APPEND_SQL.as_str()))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg_error);
+    settle_appends(writes, rows)
+}
+
+/// The common table expressions of an append whose nine arrays are bound
+/// from `$p` on: `input`, `next` (the raised counters) and `ins` (the
+/// inserted entries' task and step).
+pub(super) fn append_ctes(p: usize) -> String {
+    let n: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
+    format!(
+        "input AS ( \
+           SELECT * FROM UNNEST({}::uuid[], {}::timestamptz[], {}::text[], {}::text[], \
+             {}::bigint[], {}::text[], {}::text[], {}::bigint[], {}::bigint[]) \
            AS u(task_id, at, agent, subtask_id, attempt, event, detail, prompt_tokens, \
              completion_tokens)), \
          next AS ( \
            UPDATE tasks t SET last_step = t.last_step + 1 FROM input i \
-           WHERE t.id = i.task_id AND t.id = ANY($1) RETURNING t.id, t.last_step) \
-         INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, \
-           detail, prompt_tokens, completion_tokens) \
-         SELECT i.task_id, n.last_step, i.at, i.agent, i.subtask_id, i.attempt, i.event, \
-           i.detail, i.prompt_tokens, i.completion_tokens \
-         FROM input i JOIN next n ON n.id = i.task_id \
-         RETURNING task_id, step",
+           WHERE t.id = i.task_id AND t.id = ANY({}) RETURNING t.id, t.last_step), \
+         ins AS ( \
+           INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, \
+             event, detail, prompt_tokens, completion_tokens) \
+           SELECT i.task_id, n.last_step, i.at, i.agent, i.subtask_id, i.attempt, i.event, \
+             i.detail, i.prompt_tokens, i.completion_tokens \
+           FROM input i JOIN next n ON n.id = i.task_id \
+           RETURNING task_id, step)",
+        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[0]
     )
-    .bind(&c.task)
-    .bind(&c.at)
-    .bind(&c.agent)
-    .bind(&c.subtask)
-    .bind(&c.attempt)
-    .bind(&c.event)
-    .bind(&c.detail)
-    .bind(&c.prompt)
-    .bind(&c.completion)
-    .fetch_all(&mut *conn)
-    .await;
+}
+
+/// An append on its own.
+static APPEND_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("WITH {} SELECT task_id, step FROM ins", append_ctes(1)));
+
+/// Gives each append its outcome from the (task, step) rows the statement
+/// returned: its entry under the new step, or `NotFound` when its task is missing.
+pub(super) fn settle_appends(
+    writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
+    rows: Result<Vec<(Uuid, i64)>, StoreError>,
+) -> bool {
     let steps: HashMap<Uuid, i64> = match rows {
         Ok(rows) => rows.into_iter().collect(),
-        Err(e) => return failed(writes, &pg_error(e)),
+        Err(e) => return failed(writes, &e),
     };
     for w in writes.iter_mut() {
         let task = w.input.task_id;
@@ -113,7 +119,7 @@ pub(crate) async fn append(
 
 /// The entries of one [`append`], column by column.
 #[derive(Default)]
-struct AppendColumns<'a> {
+pub(super) struct AppendColumns<'a> {
     task: Vec<Uuid>,
     at: Vec<chrono::DateTime<chrono::Utc>>,
     agent: Vec<&'a str>,
@@ -125,6 +131,41 @@ struct AppendColumns<'a> {
     completion: Vec<Option<i64>>,
 }
 
+impl<'a> AppendColumns<'a> {
+    pub(super) fn of(entries: impl Iterator<Item = &'a NewProgressEntry>) -> Self {
+        let mut c = Self::default();
+        for e in entries {
+            c.task.push(e.task_id.as_uuid());
+            c.at.push(e.at);
+            c.agent.push(e.agent.as_str());
+            c.subtask.push(e.subtask_id.as_ref().map(|s| s.as_str()));
+            c.attempt.push(e.attempt.map(i64::from));
+            c.event.push(e.event.as_str());
+            c.detail.push(&e.detail);
+            c.prompt.push(e.usage.map(|u| i64_of(u.prompt_tokens)));
+            c.completion
+                .push(e.usage.map(|u| i64_of(u.completion_tokens)));
+        }
+        c
+    }
+
+    /// Binds the nine arrays, in the order of [`append_ctes`].
+    pub(super) fn bind<'q, O>(&'q self, q: Query<'q, O>) -> Query<'q, O> {
+        q.bind(&self.task)
+            .bind(&self.at)
+            .bind(&self.agent)
+            .bind(&self.subtask)
+            .bind(&self.attempt)
+            .bind(&self.event)
+            .bind(&self.detail)
+            .bind(&self.prompt)
+            .bind(&self.completion)
+    }
+}
+
+/// A statement returning rows of type `O`.
+pub(super) type Query<'q, O> = QueryAs<'q, Postgres, O, PgArguments>;
+
 /// Applies subtask changes, at most one per task, each guarded by
 /// [`SubtaskChange::guard`] and writing [`SubtaskChange::fields`], as the
 /// in-memory ledger's [`SubtaskChange::apply`] does. False if the statement failed.
@@ -132,59 +173,42 @@ pub(crate) async fn update_subtasks(
     conn: &mut PgConnection,
     writes: &mut [&mut Pending<SubtaskWrite, Applied>],
 ) -> bool {
-    let mut c = SubtaskColumns::default();
-    for w in writes.iter() {
-        let change = &w.input.change;
-        let (statuses, attempt) = change.guard();
-        let fields = change.fields();
-        c.task.push(w.input.task.as_uuid());
-        c.subtask.push(w.input.subtask.as_str());
-        // Statuses are snake_case words: a comma-separated list is unambiguous
-        // (a text[] per row cannot go through UNNEST, which would flatten it).
-        c.guard.push(
-            statuses
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        c.guard_attempt.push(attempt.map(i64::from));
-        c.next.push(change.next_status().as_str());
-        c.attempts.push(fields.attempts.map(i64::from));
-        c.agent.push(fields.agent.map(|a| a.as_str()));
-        c.result.push(fields.result);
-        c.last_error.push(fields.last_error);
-    }
-    let changed: Result<Vec<Uuid>, _> = sqlx::query_scalar(
-        "UPDATE subtasks s SET status = u.next, attempts = COALESCE(u.attempts, s.attempts), \
-           agent = COALESCE(u.agent, s.agent), result = COALESCE(u.result, s.result), \
-           last_error = COALESCE(u.last_error, s.last_error), updated_at = $1 \
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], \
-           $8::text[], $9::text[], $10::text[]) \
-           AS u(task_id, id, guard, guard_attempt, next, attempts, agent, result, last_error) \
-         WHERE s.task_id = ANY($2) AND s.task_id = u.task_id AND s.id = u.id \
-           AND s.status = ANY(string_to_array(u.guard, ',')) \
-           AND (u.guard_attempt IS NULL OR s.attempts = u.guard_attempt) \
-         RETURNING s.task_id",
-    )
-    .bind(troupe_core::time::now())
-    .bind(&c.task)
-    .bind(&c.subtask)
-    .bind(&c.guard)
-    .bind(&c.guard_attempt)
-    .bind(&c.next)
-    .bind(&c.attempts)
-    .bind(&c.agent)
-    .bind(&c.result)
-    .bind(&c.last_error)
-    .fetch_all(&mut *conn)
-    .await;
+    let c = SubtaskColumns::of(writes.iter().map(|w| &w.input));
+    let changed = c
+        .bind(sqlx::query_as::<_, (Uuid,)>(SUBTASK_UPDATE))
+        .fetch_all(&mut *conn)
+        .await
+        .map(|rows| rows.into_iter().map(|(task,)| task).collect());
+    settle_subtasks(conn, writes, changed).await
+}
+
+/// The guarded update of subtask changes, its arrays bound from `$2` on
+/// (`$1` is the time), returning the task of each changed subtask.
+pub(super) const SUBTASK_UPDATE: &str = "UPDATE subtasks s SET status = u.next, \
+       attempts = COALESCE(u.attempts, s.attempts), \
+       agent = COALESCE(u.agent, s.agent), result = COALESCE(u.result, s.result), \
+       last_error = COALESCE(u.last_error, s.last_error), updated_at = $1 \
+     FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], \
+       $8::text[], $9::text[], $10::text[]) \
+       AS u(task_id, id, guard, guard_attempt, next, attempts, agent, result, last_error) \
+     WHERE s.task_id = ANY($2) AND s.task_id = u.task_id AND s.id = u.id \
+       AND s.status = ANY(string_to_array(u.guard, ',')) \
+       AND (u.guard_attempt IS NULL OR s.attempts = u.guard_attempt) \
+     RETURNING s.task_id";
+
+/// Gives each subtask change its outcome from the tasks whose subtask the
+/// statement `changed`: `Changed`; `Unchanged` when the task is there (the
+/// guard did not hold, or a plan of the task has no such subtask);
+/// `NotFound` when it is not.
+pub(super) async fn settle_subtasks(
+    conn: &mut PgConnection,
+    writes: &mut [&mut Pending<SubtaskWrite, Applied>],
+    changed: Result<Vec<Uuid>, sqlx::Error>,
+) -> bool {
     let (changed, existing) = match sort_out(conn, writes, |w| w.task, changed).await {
         Ok(sorted) => sorted,
         Err(e) => return failed(writes, &e),
     };
-    // Unchanged when the task is there (the guard did not hold, or a plan of
-    // the task has no such subtask), not found when it is not.
     for w in writes.iter_mut() {
         let task = w.input.task;
         w.outcome = Some(if changed.contains(&task.as_uuid()) {
@@ -200,7 +224,7 @@ pub(crate) async fn update_subtasks(
 
 /// The changes of one [`update_subtasks`], column by column.
 #[derive(Default)]
-struct SubtaskColumns<'a> {
+pub(super) struct SubtaskColumns<'a> {
     task: Vec<Uuid>,
     subtask: Vec<&'a str>,
     guard: Vec<String>,
@@ -210,6 +234,49 @@ struct SubtaskColumns<'a> {
     agent: Vec<Option<&'a str>>,
     result: Vec<Option<&'a str>>,
     last_error: Vec<Option<&'a str>>,
+}
+
+impl<'a> SubtaskColumns<'a> {
+    pub(super) fn of(writes: impl Iterator<Item = &'a SubtaskWrite>) -> Self {
+        let mut c = Self::default();
+        for w in writes {
+            let change = &w.change;
+            let (statuses, attempt) = change.guard();
+            let fields = change.fields();
+            c.task.push(w.task.as_uuid());
+            c.subtask.push(w.subtask.as_str());
+            // Statuses are snake_case words: a comma-separated list is unambiguous
+            // (a text[] per row cannot go through UNNEST, which would flatten it).
+            c.guard.push(
+                statuses
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+            c.guard_attempt.push(attempt.map(i64::from));
+            c.next.push(change.next_status().as_str());
+            c.attempts.push(fields.attempts.map(i64::from));
+            c.agent.push(fields.agent.map(|a| a.as_str()));
+            c.result.push(fields.result);
+            c.last_error.push(fields.last_error);
+        }
+        c
+    }
+
+    /// Binds the time and the nine arrays, in the order of [`SUBTASK_UPDATE`].
+    pub(super) fn bind<'q, O>(&'q self, q: Query<'q, O>) -> Query<'q, O> {
+        q.bind(troupe_core::time::now())
+            .bind(&self.task)
+            .bind(&self.subtask)
+            .bind(&self.guard)
+            .bind(&self.guard_attempt)
+            .bind(&self.next)
+            .bind(&self.attempts)
+            .bind(&self.agent)
+            .bind(&self.result)
+            .bind(&self.last_error)
+    }
 }
 
 /// Applies task updates, at most one per task: none to a task that has
@@ -326,7 +393,7 @@ async fn sort_out<I, T>(
 }
 
 /// Gives every write of a failed statement its error; always false.
-fn failed<I, T>(writes: &mut [&mut Pending<I, T>], e: &StoreError) -> bool {
+pub(super) fn failed<I, T>(writes: &mut [&mut Pending<I, T>], e: &StoreError) -> bool {
     for w in writes.iter_mut() {
         w.outcome = Some(Err(e.clone()));
     }

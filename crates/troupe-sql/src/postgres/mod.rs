@@ -21,6 +21,7 @@ mod leases;
 mod migrate;
 mod progress;
 mod rows;
+mod step;
 mod tasks;
 mod writer;
 

@@ -69,6 +69,7 @@ use troupe_core::{SubtaskId, TaskId};
 
 use super::coalesced::{self, SubtaskWrite, TaskWrite};
 use super::pg_error;
+use super::step::{self, Step};
 
 /// A boxed future borrowing the connection for `'c`.
 pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
@@ -91,13 +92,21 @@ impl<I, T> Pending<I, T> {
     }
 
     /// Whether the last run gave no error.
-    fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         matches!(self.outcome, Some(Ok(_)))
     }
 
     /// The error of the last run, if it failed.
     fn error(&self) -> Option<&StoreError> {
         self.outcome.as_ref().and_then(|o| o.as_ref().err())
+    }
+
+    /// The error of the last run, for a write that did not succeed (one not
+    /// run gets an error saying so).
+    pub(crate) fn failure(&self) -> StoreError {
+        self.error()
+            .cloned()
+            .unwrap_or_else(|| StoreError::Backend("a write was not run".to_owned()))
     }
 
     /// Answers the caller: the write's outcome if `commit` is `Ok`, else `commit`'s error.
@@ -163,6 +172,8 @@ enum Write {
     Append(Pending<NewProgressEntry, ProgressEntry>),
     Subtask(Pending<SubtaskWrite, Applied>),
     Task(Pending<TaskWrite, Applied>),
+    /// A subtask change fused with the progress entry queued after it (see `step`).
+    Step(Box<Step>),
     Other(Box<dyn Job>),
 }
 
@@ -173,6 +184,7 @@ impl Write {
             Write::Append(p) => coalesced::append(conn, &mut [p]).await && p.ok(),
             Write::Subtask(p) => coalesced::update_subtasks(conn, &mut [p]).await && p.ok(),
             Write::Task(p) => coalesced::update_tasks(conn, &mut [p]).await && p.ok(),
+            Write::Step(s) => s.run_alone(conn).await,
             Write::Other(job) => job.run(conn).await,
         }
     }
@@ -183,6 +195,7 @@ impl Write {
             Write::Append(p) => p.error(),
             Write::Subtask(p) => p.error(),
             Write::Task(p) => p.error(),
+            Write::Step(s) => s.change.error().or_else(|| s.entry.error()),
             Write::Other(_) => None,
         }
     }
@@ -192,6 +205,11 @@ impl Write {
             Write::Append(p) => p.answer(commit),
             Write::Subtask(p) => p.answer(commit),
             Write::Task(p) => p.answer(commit),
+            Write::Step(s) => {
+                let Step { change, entry } = *s;
+                change.answer(commit.clone());
+                entry.answer(commit);
+            }
             Write::Other(job) => job.answer(commit),
         }
     }
@@ -371,6 +389,7 @@ impl Writer {
             }
             // Stable: one task's jobs keep their order.
             batch.sort_by_key(|(key, _)| *key);
+            fuse(&mut batch);
             held = self.commit(&mut batch, held).await;
             if self.pool.is_closed() {
                 held = None;
@@ -501,6 +520,39 @@ async fn guarded(conn: &mut PgConnection, batch: &mut [Routed]) -> Result<(), St
     exec(conn, "COMMIT").await
 }
 
+/// Fuses each subtask change that a progress entry of the same task follows
+/// into a [`Step`], in a batch sorted by task (see `step`).
+fn fuse(batch: &mut Vec<Routed>) {
+    let fusable = batch
+        .windows(2)
+        .any(|pair| matches!(pair, [(a, Write::Subtask(_)), (b, Write::Append(_))] if a == b));
+    if !fusable {
+        return;
+    }
+    let mut fused: Vec<Routed> = Vec::with_capacity(batch.len());
+    let mut writes = batch.drain(..).peekable();
+    while let Some((key, write)) = writes.next() {
+        let Write::Subtask(change) = write else {
+            fused.push((key, write));
+            continue;
+        };
+        let entry = writes.next_if(|(k, w)| *k == key && matches!(w, Write::Append(_)));
+        match entry {
+            Some((_, Write::Append(entry))) => {
+                fused.push((key, Write::Step(Box::new(Step { change, entry }))));
+            }
+            // `next_if` took an append or nothing; kept as it came all the same.
+            Some(other) => {
+                fused.push((key, Write::Subtask(change)));
+                fused.push(other);
+            }
+            None => fused.push((key, Write::Subtask(change))),
+        }
+    }
+    drop(writes);
+    *batch = fused;
+}
+
 /// The round of each write of a batch sorted by task: a task's first write
 /// is in round 0, its second in round 1, and so on.
 fn rounds(batch: &[Routed]) -> Vec<usize> {
@@ -523,6 +575,7 @@ fn one_statement(batch: &[Routed]) -> bool {
         Write::Append(_) => Some(0),
         Write::Subtask(_) => Some(1),
         Write::Task(_) => Some(2),
+        Write::Step(_) => Some(3),
         Write::Other(_) => None,
     };
     let mut kinds = batch.iter().map(|(_, w)| kind(w));
@@ -543,12 +596,14 @@ async fn run_round(
     let mut appends = Vec::new();
     let mut subtasks = Vec::new();
     let mut tasks = Vec::new();
+    let mut steps = Vec::new();
     let mut others = Vec::new();
     for ((_, write), _) in batch.iter_mut().zip(rounds).filter(|(_, r)| **r == round) {
         match write {
             Write::Append(p) => appends.push(p),
             Write::Subtask(p) => subtasks.push(p),
             Write::Task(p) => tasks.push(p),
+            Write::Step(s) => steps.push(&mut **s),
             Write::Other(job) => others.push(job),
         }
     }
@@ -559,6 +614,9 @@ async fn run_round(
         return false;
     }
     if !tasks.is_empty() && !coalesced::update_tasks(conn, &mut tasks).await {
+        return false;
+    }
+    if !steps.is_empty() && !step::write(conn, &mut steps).await {
         return false;
     }
     for job in others {

@@ -286,3 +286,159 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
     store.close().await;
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
+    let Some(db) = ScratchDb::create("a_subtask_change_and_its_entry").await else {
+        return;
+    };
+    // One writer: a change and the entry queued right after it for the same
+    // task share a batch, where the writer fuses them into one statement.
+    let store = PostgresStore::connect(&db.url, options("fused", 1))
+        .await
+        .unwrap();
+    let me = AgentId::new("orchestrator-1").unwrap();
+    let worker = AgentId::new("writer-1").unwrap();
+    let (ids, _) = leased_tasks(&store, &me, 16, &[("s1", &[]), ("s2", &["s1"])]).await;
+    let s1 = SubtaskId::new("s1").unwrap();
+    let s2 = SubtaskId::new("s2").unwrap();
+    let missing = TaskId::new();
+    let entry = |t: TaskId, s: &SubtaskId, event: EventKind| {
+        NewProgressEntry::subtask(t, &me, s, 1, event, format!("{event:?} {s}"))
+    };
+
+    // Even tasks: s1 dispatched (applies); odd tasks: a stale dispatch. Each
+    // with its entry, which is appended either way, as a separate append
+    // would be. And a pair for a task that does not exist.
+    let dispatch = SubtaskChange::Dispatched { attempt: 1 };
+    let stale = SubtaskChange::Dispatched { attempt: 2 };
+    let pairs = ids.iter().enumerate().map(|(i, t)| {
+        let change = if i % 2 == 0 { &dispatch } else { &stale };
+        let (store, s1) = (&store, &s1);
+        let entry = entry(*t, s1, EventKind::SubtaskDispatched);
+        async move { tokio::join!(store.update_subtask(*t, s1, change), store.append(entry)) }
+    });
+    let (answers, (lost_change, lost_entry)) = tokio::join!(join_all(pairs), async {
+        tokio::join!(
+            store.update_subtask(missing, &s1, &dispatch),
+            store.append(entry(missing, &s1, EventKind::SubtaskDispatched))
+        )
+    });
+    for (i, (change, appended)) in answers.into_iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        };
+        assert_eq!(change, Ok(expected), "task {i}");
+        assert_eq!(appended.unwrap().step, 1, "task {i}");
+    }
+    assert_eq!(lost_change, Err(StoreError::NotFound(missing)));
+    assert_eq!(lost_entry, Err(StoreError::NotFound(missing)));
+
+    // Even tasks, three pairs in one go (s1 completed, s2 dispatched, s2
+    // started): in order, each entry under the next step. One task's s2
+    // result holds a NUL, which the server refuses: that statement fails,
+    // the batch runs again write by write, and only that pair fails.
+    let complete = SubtaskChange::Completed {
+        attempt: 1,
+        agent: worker.clone(),
+        result: "done".into(),
+    };
+    let start = SubtaskChange::Started {
+        attempt: 1,
+        agent: worker.clone(),
+    };
+    let refused = SubtaskChange::Completed {
+        attempt: 1,
+        agent: worker.clone(),
+        result: "nul \0 byte".into(),
+    };
+    let (bad, good) = (ids[0], &ids[2..]);
+    let follow = good.iter().step_by(2).map(|t| {
+        let store = &store;
+        let (complete, dispatch, start) = (&complete, &dispatch, &start);
+        let (e1, e2, e3) = (
+            entry(*t, &s1, EventKind::SubtaskCompleted),
+            entry(*t, &s2, EventKind::SubtaskDispatched),
+            entry(*t, &s2, EventKind::SubtaskStarted),
+        );
+        let (s1, s2) = (&s1, &s2);
+        async move {
+            tokio::join!(
+                store.update_subtask(*t, s1, complete),
+                store.append(e1),
+                store.update_subtask(*t, s2, dispatch),
+                store.append(e2),
+                store.update_subtask(*t, s2, start),
+                store.append(e3)
+            )
+        }
+    });
+    let (answers, (bad_change, bad_entry)) = tokio::join!(join_all(follow), async {
+        tokio::join!(
+            store.update_subtask(bad, &s1, &refused),
+            store.append(entry(bad, &s1, EventKind::SubtaskCompleted))
+        )
+    });
+    for (c1, e1, c2, e2, c3, e3) in answers {
+        assert_eq!(
+            (c1, c2, c3),
+            (
+                Ok(Applied::Changed),
+                Ok(Applied::Changed),
+                Ok(Applied::Changed)
+            )
+        );
+        let steps = [e1.unwrap().step, e2.unwrap().step, e3.unwrap().step];
+        assert_eq!(steps, [2, 3, 4]);
+    }
+    assert!(
+        matches!(bad_change, Err(StoreError::Backend(_))),
+        "{bad_change:?}"
+    );
+    // Rolled back with its change, the entry gets the change's error.
+    assert_eq!(bad_entry.err(), bad_change.err());
+
+    // The store agrees with every answer.
+    for (i, t) in ids.iter().enumerate() {
+        let got = store.get_task(*t).await.unwrap().unwrap();
+        let statuses = (got.subtasks[0].status, got.subtasks[1].status);
+        let events: Vec<EventKind> = store
+            .entries(*t, 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event)
+            .collect();
+        let followed = i % 2 == 0 && *t != bad;
+        if followed {
+            assert_eq!(
+                statuses,
+                (SubtaskStatus::Completed, SubtaskStatus::Running),
+                "task {i}"
+            );
+            assert_eq!(got.subtasks[0].result.as_deref(), Some("done"));
+            assert_eq!(
+                events,
+                [
+                    EventKind::SubtaskDispatched,
+                    EventKind::SubtaskCompleted,
+                    EventKind::SubtaskDispatched,
+                    EventKind::SubtaskStarted
+                ],
+                "task {i}"
+            );
+        } else {
+            let first = if i % 2 == 0 {
+                SubtaskStatus::Dispatched
+            } else {
+                SubtaskStatus::Pending
+            };
+            assert_eq!(statuses, (first, SubtaskStatus::Pending), "task {i}");
+            assert_eq!(events, [EventKind::SubtaskDispatched], "task {i}");
+        }
+    }
+    store.close().await;
+    db.drop_now().await;
+}

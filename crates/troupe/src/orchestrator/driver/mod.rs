@@ -271,18 +271,15 @@ impl Driver {
             self.take_over(step).await?;
         }
         if !self.has_plan() {
-            self.set_status(TaskStatus::Planning).await?;
-            self.record(
-                None,
-                None,
+            let note = (
                 EventKind::PlanningStarted,
                 "asking the LLM for a plan".into(),
-            )
-            .await?;
+            );
+            self.set_status(TaskStatus::Planning, Some(note)).await?;
             let plan = self.ask_plan(None).await?;
             self.install(plan).await?;
         } else if self.ledger.record().status != TaskStatus::Running {
-            self.set_status(TaskStatus::Running).await?;
+            self.set_status(TaskStatus::Running, None).await?;
         }
         loop {
             self.dispatch_ready().await?;
@@ -366,17 +363,31 @@ impl Driver {
         ))
     }
 
-    /// Applies a change to the ledger and, if it changed, to the store.
-    async fn apply(&mut self, id: &SubtaskId, change: &SubtaskChange) -> Result<bool, End> {
+    /// Applies a change to the ledger and, if it changed, writes it to the
+    /// store together with its progress entry (built by `entry` only then).
+    ///
+    /// The two writes go to the store at once, not one after the other: they
+    /// usually share one commit, and the task waits for one write instead of
+    /// two. So the entry is stored even when the store turns out not to take
+    /// the change (it disagreed with the ledger: someone else changed the
+    /// task); the ledger is then reloaded from the store.
+    async fn apply_recorded(
+        &mut self,
+        id: &SubtaskId,
+        change: &SubtaskChange,
+        entry: impl FnOnce(&mut Self) -> NewProgressEntry,
+    ) -> Result<bool, End> {
         if !matches!(self.ledger.apply(id, change), Ok(Applied::Changed)) {
             return Ok(false);
         }
-        let stored = self
-            .shared
-            .stores
-            .tasks
-            .update_subtask(self.ledger.id(), id, change)
-            .await?;
+        let entry = entry(self);
+        let task_id = self.ledger.id();
+        let shared = &self.shared;
+        let (stored, recorded) = tokio::try_join!(
+            shared.stores.tasks.update_subtask(task_id, id, change),
+            shared.recorder.record(entry)
+        )?;
+        self.last_step = self.last_step.max(recorded.step);
         if stored == Applied::Unchanged {
             self.resync().await?;
         }
@@ -416,7 +427,14 @@ impl Driver {
         }
     }
 
-    async fn set_status(&mut self, status: TaskStatus) -> Result<(), End> {
+    /// Sets the task's status and checkpoints the driver's state, recording
+    /// `note` (an orchestrator's step) with them: the three writes go to the
+    /// store at once, so the task waits for one commit, not three.
+    async fn set_status(
+        &mut self,
+        status: TaskStatus,
+        note: Option<(EventKind, String)>,
+    ) -> Result<(), End> {
         let now = troupe_core::time::now();
         self.ledger.set_status(status, now);
         ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
@@ -426,13 +444,24 @@ impl Driver {
             fence: self.fence(),
             ..TaskUpdate::status(status)
         };
-        // The status and the checkpoint are independent writes: one wait.
+        let entry =
+            note.map(|(event, detail)| self.entry(None, None, event, detail, Usage::default()));
         let checkpoint = self.take_checkpoint()?;
-        let stores = &self.shared.stores;
-        tokio::try_join!(
+        let shared = &self.shared;
+        let stores = &shared.stores;
+        let (_, _, recorded) = tokio::try_join!(
             stores.tasks.update_task(self.ledger.id(), &update),
-            resume::save(stores, checkpoint.as_ref())
+            resume::save(stores, checkpoint.as_ref()),
+            async {
+                match entry {
+                    Some(entry) => shared.recorder.record(entry).await.map(Some),
+                    None => Ok(None),
+                }
+            }
         )?;
+        if let Some(recorded) = recorded {
+            self.last_step = self.last_step.max(recorded.step);
+        }
         Ok(())
     }
 
@@ -461,8 +490,24 @@ impl Driver {
         subtask: Option<(&SubtaskId, u32)>,
         event: EventKind,
         detail: String,
-        mut usage: Usage,
+        usage: Usage,
     ) -> Result<(), End> {
+        let entry = self.entry(agent, subtask, event, detail, usage);
+        let stored = self.shared.recorder.record(entry).await?;
+        self.last_step = self.last_step.max(stored.step);
+        Ok(())
+    }
+
+    /// The progress entry of a step (see [`record_spent`](Self::record_spent)):
+    /// one of the orchestrator's own takes the tokens not yet recorded.
+    fn entry(
+        &mut self,
+        agent: Option<&AgentId>,
+        subtask: Option<(&SubtaskId, u32)>,
+        event: EventKind,
+        detail: String,
+        mut usage: Usage,
+    ) -> NewProgressEntry {
         if agent.is_none() {
             usage += std::mem::take(&mut self.unrecorded);
         }
@@ -474,9 +519,7 @@ impl Driver {
             }
             None => NewProgressEntry::task(task_id, agent, event, detail),
         };
-        let stored = self.shared.recorder.record(entry.with_usage(usage)).await?;
-        self.last_step = self.last_step.max(stored.step);
-        Ok(())
+        entry.with_usage(usage)
     }
 
     /// Counts tokens the orchestrator spent itself.
@@ -525,23 +568,17 @@ impl Driver {
             at: now,
             fence: self.fence(),
         };
-        self.shared
-            .stores
-            .tasks
-            .update_task(task_id, &update)
-            .await?;
         let event = match status {
             TaskStatus::Completed => EventKind::TaskCompleted,
             TaskStatus::Cancelled => EventKind::TaskCancelled,
             _ => EventKind::TaskFailed,
         };
-        self.shared
-            .recorder
-            .record(
-                NewProgressEntry::task(task_id, &self.shared.agent, event, detail)
-                    .with_usage(std::mem::take(&mut self.unrecorded)),
-            )
-            .await?;
+        let entry = NewProgressEntry::task(task_id, &self.shared.agent, event, detail)
+            .with_usage(std::mem::take(&mut self.unrecorded));
+        // Not at once: a fenced end (another coordinator has the task) must
+        // leave no entry saying the task ended.
+        tasks.update_task(task_id, &update).await?;
+        self.shared.recorder.record(entry).await?;
         Ok(())
     }
 }

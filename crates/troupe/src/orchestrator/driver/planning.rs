@@ -53,9 +53,6 @@ impl Driver {
             .tasks
             .save_plan(record.id, revision, &record.facts, &subtasks)
             .await?;
-        if self.ledger.record().status != TaskStatus::Running {
-            self.set_status(TaskStatus::Running).await?;
-        }
         let steps: Vec<String> = plan
             .subtasks
             .iter()
@@ -69,9 +66,13 @@ impl Driver {
             })
             .collect();
         let detail = format!("plan revision {revision}: {}", steps.join(", "));
-        self.record(None, None, EventKind::PlanAccepted, detail)
-            .await?;
-        Ok(())
+        if self.ledger.record().status == TaskStatus::Running {
+            self.record(None, None, EventKind::PlanAccepted, detail)
+                .await
+        } else {
+            let note = (EventKind::PlanAccepted, detail);
+            self.set_status(TaskStatus::Running, Some(note)).await
+        }
     }
 
     pub(super) async fn replan_or_fail(&mut self, reason: String) -> Result<(), End> {

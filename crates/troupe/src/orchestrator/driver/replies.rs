@@ -60,16 +60,17 @@ impl Driver {
                         attempt,
                         agent: from.clone(),
                     };
-                    if self.apply(&id, &change).await? {
-                        let detail = format!("started by {from}");
-                        self.record(
+                    let detail = format!("started by {from}");
+                    self.apply_recorded(&id, &change, |d| {
+                        d.entry(
                             Some(&from),
                             Some((&id, attempt)),
                             EventKind::SubtaskStarted,
                             detail,
+                            Usage::default(),
                         )
-                        .await?;
-                    }
+                    })
+                    .await?;
                 }
                 Ok(Progress::Note { message }) => {
                     if in_flight {
@@ -123,7 +124,18 @@ impl Driver {
             agent: from.clone(),
             result: result.output,
         };
-        if !self.apply(id, &change).await? {
+        let recorded = self
+            .apply_recorded(id, &change, |d| {
+                d.entry(
+                    Some(from),
+                    Some((id, attempt)),
+                    EventKind::SubtaskCompleted,
+                    detail,
+                    result.usage,
+                )
+            })
+            .await?;
+        if !recorded {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale result ignored");
             return Ok(());
         }
@@ -132,14 +144,7 @@ impl Driver {
         self.close_attempt(id, "completed", false);
         self.gate_outcome(id, false);
         self.stalls = 0;
-        self.record_spent(
-            Some(from),
-            Some((id, attempt)),
-            EventKind::SubtaskCompleted,
-            detail,
-            result.usage,
-        )
-        .await
+        Ok(())
     }
 
     pub(super) async fn on_attempt_failed(
@@ -162,7 +167,30 @@ impl Driver {
             error: error.clone(),
             retry,
         };
-        if !self.apply(id, &change).await? {
+        let wait = retry.then(|| backoff::delay(&config.retry, attempt, None));
+        let (event, detail) = match wait {
+            Some(wait) => (
+                EventKind::AttemptFailed,
+                format!(
+                    "attempt {attempt} failed: {error}; retrying in {}",
+                    fmt(wait)
+                ),
+            ),
+            None if retryable => (
+                EventKind::SubtaskFailed,
+                format!("failed after {attempt} attempts: {error}"),
+            ),
+            None => (
+                EventKind::SubtaskFailed,
+                format!("failed with an error another attempt cannot fix: {error}"),
+            ),
+        };
+        let recorded = self
+            .apply_recorded(id, &change, |d| {
+                d.entry(by, Some((id, attempt)), event, detail, usage)
+            })
+            .await?;
+        if !recorded {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale failure ignored");
             return Ok(());
         }
@@ -171,44 +199,21 @@ impl Driver {
         self.close_attempt(id, if retry { "retry" } else { "failed" }, true);
         self.gate_outcome(id, retryable);
         self.stalls += 1;
-        if retry {
-            let wait = backoff::delay(&config.retry, attempt, None);
-            self.retry_at.insert(id.clone(), Instant::now() + wait);
-            let detail = format!(
-                "attempt {attempt} failed: {error}; retrying in {}",
-                fmt(wait)
-            );
-            self.record_spent(
-                by,
-                Some((id, attempt)),
-                EventKind::AttemptFailed,
-                detail,
-                usage,
-            )
-            .await?;
-        } else {
-            let detail = if retryable {
-                format!("failed after {attempt} attempts: {error}")
-            } else {
-                format!("failed with an error another attempt cannot fix: {error}")
-            };
-            let role = self
-                .ledger
-                .subtask(id)
-                .map(|s| s.role.to_string())
-                .unwrap_or_default();
-            self.ledger.add_fact(format!(
-                "Subtask {id} ({role}) failed: {}",
-                prompts::clip(&error, 300)
-            ));
-            self.record_spent(
-                by,
-                Some((id, attempt)),
-                EventKind::SubtaskFailed,
-                detail,
-                usage,
-            )
-            .await?;
+        match wait {
+            Some(wait) => {
+                self.retry_at.insert(id.clone(), Instant::now() + wait);
+            }
+            None => {
+                let role = self
+                    .ledger
+                    .subtask(id)
+                    .map(|s| s.role.to_string())
+                    .unwrap_or_default();
+                self.ledger.add_fact(format!(
+                    "Subtask {id} ({role}) failed: {}",
+                    prompts::clip(&error, 300)
+                ));
+            }
         }
         Ok(())
     }

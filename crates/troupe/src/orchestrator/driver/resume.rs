@@ -75,15 +75,17 @@ impl Driver {
                 error: "its coordinator stopped while it was in flight".into(),
                 retry: true,
             };
-            if self.apply(&id, &change).await? {
-                self.record(
+            let detail = "its coordinator stopped while it was in flight; dispatching it again";
+            self.apply_recorded(&id, &change, |d| {
+                d.entry(
                     None,
                     Some((&id, attempt)),
                     EventKind::AttemptFailed,
-                    "its coordinator stopped while it was in flight; dispatching it again".into(),
+                    detail.into(),
+                    Usage::default(),
                 )
-                .await?;
-            }
+            })
+            .await?;
         }
         Ok(())
     }
