@@ -26,7 +26,9 @@
 //! tasks in one statement. A batch is cut into *rounds*: round `r` holds each
 //! task's `r`-th write of the batch, so a round has at most one write per task
 //! and one task's writes still run in their order. Each round runs one
-//! statement per kind of write it holds, then its other jobs one by one. A
+//! statement per kind of write it holds, then its other jobs one by one. (A
+//! subtask change followed in the batch by the same task's progress entry is
+//! first fused into one write, a `step`, written with one statement too.) A
 //! batch of one round and one kind (the usual case when few tasks are
 //! running) is one statement and needs no `BEGIN` and `COMMIT` around it: one
 //! round trip, where one write used to take three.
