@@ -55,6 +55,54 @@ async fn leased_tasks(
     (ids, epochs)
 }
 
+/// A store with one writer (every write goes through the same batches) and
+/// `count` tasks leased to `me`, each planned as s1, then s2 after s1.
+struct OneWriter {
+    store: PostgresStore,
+    me: AgentId,
+    worker: AgentId,
+    ids: Vec<TaskId>,
+    epochs: Vec<u64>,
+    s1: SubtaskId,
+    s2: SubtaskId,
+}
+
+impl OneWriter {
+    async fn start(db: &ScratchDb, name: &str, count: usize) -> Self {
+        let store = PostgresStore::connect(&db.url, options(name, 1))
+            .await
+            .unwrap();
+        let me = AgentId::new("orchestrator-1").unwrap();
+        let (ids, epochs) = leased_tasks(&store, &me, count, &[("s1", &[]), ("s2", &["s1"])]).await;
+        Self {
+            store,
+            me,
+            worker: AgentId::new("writer-1").unwrap(),
+            ids,
+            epochs,
+            s1: SubtaskId::new("s1").unwrap(),
+            s2: SubtaskId::new("s2").unwrap(),
+        }
+    }
+
+    /// Attempt 1 completed by the worker with `result`.
+    fn completed(&self, result: &str) -> SubtaskChange {
+        SubtaskChange::Completed {
+            attempt: 1,
+            agent: self.worker.clone(),
+            result: result.into(),
+        }
+    }
+
+    /// Attempt 1 started by the worker.
+    fn started(&self) -> SubtaskChange {
+        SubtaskChange::Started {
+            attempt: 1,
+            agent: self.worker.clone(),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_of_many_tasks_all_land() {
     let Some(db) = ScratchDb::create("concurrent_writes_of_many_tasks_all_land").await else {
@@ -175,16 +223,18 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
     let Some(db) = ScratchDb::create("coalesced_writes_answer_each_caller").await else {
         return;
     };
-    // One writer: every write below goes through the same batches, where one
-    // statement carries the subtask changes (or task updates) of many tasks.
-    let store = PostgresStore::connect(&db.url, options("coalesced", 1))
-        .await
-        .unwrap();
-    let me = AgentId::new("orchestrator-1").unwrap();
-    let worker = AgentId::new("writer-1").unwrap();
-    let (ids, epochs) = leased_tasks(&store, &me, 24, &[("s1", &[]), ("s2", &["s1"])]).await;
-    let s1 = SubtaskId::new("s1").unwrap();
-    let s2 = SubtaskId::new("s2").unwrap();
+    // One writer: one statement carries the subtask changes (or task
+    // updates) of many tasks.
+    let fixture = OneWriter::start(&db, "coalesced", 24).await;
+    let OneWriter {
+        store,
+        worker,
+        ids,
+        epochs,
+        s1,
+        s2,
+        ..
+    } = &fixture;
     let missing = TaskId::new();
 
     // Even tasks: s1 dispatched as attempt 1 (applies). Odd tasks: s1
@@ -194,11 +244,11 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
     let stale = SubtaskChange::Dispatched { attempt: 2 };
     let changes = ids.iter().enumerate().map(|(i, t)| {
         let change = if i % 2 == 0 { &dispatch } else { &stale };
-        store.update_subtask(*t, &s1, change)
+        store.update_subtask(*t, s1, change)
     });
     let (answers, lost) = tokio::join!(
         join_all(changes),
-        store.update_subtask(missing, &s1, &dispatch)
+        store.update_subtask(missing, s1, &dispatch)
     );
     for (i, answer) in answers.into_iter().enumerate() {
         let expected = if i % 2 == 0 {
@@ -213,19 +263,9 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
     // Each task's s1 completed, its s2 dispatched and then started, in one
     // go per task: the start applies only after the dispatch, so one task's
     // writes must keep their order through the rounds of a batch.
-    let complete = SubtaskChange::Completed {
-        attempt: 1,
-        agent: worker.clone(),
-        result: "done".into(),
-    };
-    let start = SubtaskChange::Started {
-        attempt: 1,
-        agent: worker.clone(),
-    };
+    let (complete, start) = (fixture.completed("done"), fixture.started());
     let follow = ids.iter().step_by(2).map(|t| {
-        let store = &store;
         let (complete, dispatch, start) = (&complete, &dispatch, &start);
-        let (s1, s2) = (&s1, &s2);
         async move {
             tokio::join!(
                 store.update_subtask(*t, s1, complete),
@@ -242,7 +282,7 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
 
     // Task updates: with the right epoch (applies), a wrong one (fenced),
     // and no fence on a task that does not exist.
-    let updates = ids.iter().zip(&epochs).enumerate().map(|(i, (t, epoch))| {
+    let updates = ids.iter().zip(epochs).enumerate().map(|(i, (t, epoch))| {
         let fence = if i % 3 == 0 { *epoch + 1 } else { *epoch };
         let update = TaskUpdate {
             fence: Some(fence),
@@ -269,12 +309,12 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
         if i % 2 == 0 {
             assert_eq!(first.status, SubtaskStatus::Completed, "task {i}");
             assert_eq!(first.result.as_deref(), Some("done"));
-            assert_eq!(first.agent.as_ref(), Some(&worker));
+            assert_eq!(first.agent.as_ref(), Some(worker));
             assert_eq!(
                 (second.status, second.attempts),
                 (SubtaskStatus::Running, 1)
             );
-            assert_eq!(second.agent.as_ref(), Some(&worker));
+            assert_eq!(second.agent.as_ref(), Some(worker));
         } else {
             assert_eq!((first.status, first.attempts), (SubtaskStatus::Pending, 0));
             assert_eq!(second.status, SubtaskStatus::Pending);
@@ -294,17 +334,18 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
     };
     // One writer: a change and the entry queued right after it for the same
     // task share a batch, where the writer fuses them into one statement.
-    let store = PostgresStore::connect(&db.url, options("fused", 1))
-        .await
-        .unwrap();
-    let me = AgentId::new("orchestrator-1").unwrap();
-    let worker = AgentId::new("writer-1").unwrap();
-    let (ids, _) = leased_tasks(&store, &me, 16, &[("s1", &[]), ("s2", &["s1"])]).await;
-    let s1 = SubtaskId::new("s1").unwrap();
-    let s2 = SubtaskId::new("s2").unwrap();
+    let fixture = OneWriter::start(&db, "fused", 16).await;
+    let OneWriter {
+        store,
+        me,
+        ids,
+        s1,
+        s2,
+        ..
+    } = &fixture;
     let missing = TaskId::new();
     let entry = |t: TaskId, s: &SubtaskId, event: EventKind| {
-        NewProgressEntry::subtask(t, &me, s, 1, event, format!("{event:?} {s}"))
+        NewProgressEntry::subtask(t, me, s, 1, event, format!("{event:?} {s}"))
     };
 
     // Even tasks: s1 dispatched (applies); odd tasks: a stale dispatch. Each
@@ -320,8 +361,8 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
     });
     let (answers, (lost_change, lost_entry)) = tokio::join!(join_all(pairs), async {
         tokio::join!(
-            store.update_subtask(missing, &s1, &dispatch),
-            store.append(entry(missing, &s1, EventKind::SubtaskDispatched))
+            store.update_subtask(missing, s1, &dispatch),
+            store.append(entry(missing, s1, EventKind::SubtaskDispatched))
         )
     });
     for (i, (change, appended)) in answers.into_iter().enumerate() {
@@ -340,28 +381,16 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
     // started): in order, each entry under the next step. One task's s2
     // result holds a NUL, which the server refuses: that statement fails,
     // the batch runs again write by write, and only that pair fails.
-    let complete = SubtaskChange::Completed {
-        attempt: 1,
-        agent: worker.clone(),
-        result: "done".into(),
-    };
-    let start = SubtaskChange::Started {
-        attempt: 1,
-        agent: worker.clone(),
-    };
-    let refused = SubtaskChange::Completed {
-        attempt: 1,
-        agent: worker.clone(),
-        result: "nul \0 byte".into(),
-    };
+    let (complete, start) = (fixture.completed("done"), fixture.started());
+    let refused = fixture.completed("nul \0 byte");
     let (bad, good) = (ids[0], &ids[2..]);
     let follow = good.iter().step_by(2).map(|t| {
         let store = &store;
         let (complete, dispatch, start) = (&complete, &dispatch, &start);
         let (e1, e2, e3) = (
-            entry(*t, &s1, EventKind::SubtaskCompleted),
-            entry(*t, &s2, EventKind::SubtaskDispatched),
-            entry(*t, &s2, EventKind::SubtaskStarted),
+            entry(*t, s1, EventKind::SubtaskCompleted),
+            entry(*t, s2, EventKind::SubtaskDispatched),
+            entry(*t, s2, EventKind::SubtaskStarted),
         );
         let (s1, s2) = (&s1, &s2);
         async move {
@@ -377,8 +406,8 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
     });
     let (answers, (bad_change, bad_entry)) = tokio::join!(join_all(follow), async {
         tokio::join!(
-            store.update_subtask(bad, &s1, &refused),
-            store.append(entry(bad, &s1, EventKind::SubtaskCompleted))
+            store.update_subtask(bad, s1, &refused),
+            store.append(entry(bad, s1, EventKind::SubtaskCompleted))
         )
     });
     for (c1, e1, c2, e2, c3, e3) in answers {
