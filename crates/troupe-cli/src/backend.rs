@@ -21,7 +21,7 @@ use troupe_llm::{
 use troupe_redis::{RedisBus, RedisBusConfig};
 use troupe_testkit::mock::MockLlm;
 
-use crate::settings::Settings;
+use crate::settings::{PostgresSettings, Settings};
 
 /// The call timeout for the local model, unless configured.
 const LOCAL_CALL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -287,8 +287,8 @@ pub(crate) fn bus_is_local(settings: &Settings) -> bool {
 }
 
 /// The stores a `--store` URL names.
-pub(crate) async fn stores(url: &str) -> anyhow::Result<Stores> {
-    troupe_sql::open_url(url)
+pub(crate) async fn stores(url: &str, postgres: &PostgresSettings) -> anyhow::Result<Stores> {
+    troupe_sql::open_url_with(url, postgres.options())
         .await
         .with_context(|| format!("cannot open the store {}", troupe_sql::redact_url(url)))
 }
@@ -304,7 +304,7 @@ pub(crate) async fn existing_stores(url: &str) -> anyhow::Result<Stores> {
             path.display()
         );
     }
-    stores(url).await
+    stores(url, &PostgresSettings::default()).await
 }
 
 #[cfg(test)]

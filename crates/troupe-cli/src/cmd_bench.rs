@@ -127,7 +127,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
             )
         }
     };
-    let stores = backend::stores(&store_url).await?;
+    let stores = backend::stores(&store_url, &settings.postgres).await?;
     let bus_label = bus.name().to_owned();
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
     let troupe = Arc::new(

@@ -68,7 +68,7 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let bus = backend::bus(&settings).await?;
     let host_workers = backend::bus_is_local(&settings) || args.workers;
     let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
-    let stores = backend::stores(settings.store_url()).await?;
+    let stores = backend::stores(settings.store_url(), &settings.postgres).await?;
     let mut config = settings.runtime.clone();
     llms.fit(&mut config);
     let troupe = Arc::new(

@@ -2,7 +2,8 @@
 //!
 //! The file is TOML: a `[backend]` table (`llm`, `model`, `store`, `bus`,
 //! `structured_output`), a `[local]` table for the offline model's server,
-//! a `[bus]` table (delivery settings), the runtime's tables
+//! a `[bus]` table (delivery settings), a `[postgres]` table (the
+//! PostgreSQL store's connections), the runtime's tables
 //! (`[orchestrator]`, `[workers]`, `[llm]`, `[retry]`, `[coordinator]`), and the
 //! telemetry tables (`[log]`, `[traces]`, read by [`crate::telemetry`]);
 //! unknown keys rejected. Environment variables (`TROUPE_LLM`, `TROUPE_STORE`, ...) and
@@ -18,6 +19,7 @@ use troupe::config::{
     CoordinatorConfig, LlmCallConfig, OrchestratorConfig, RetryConfig, WorkersConfig, duration,
 };
 use troupe_llm::{LocalModelConfig, StructuredOutput};
+use troupe_sql::PostgresOptions;
 
 use crate::cli::BackendArgs;
 
@@ -35,6 +37,7 @@ struct FileConfig {
     retry: RetryConfig,
     coordinator: CoordinatorConfig,
     bus: BusSettings,
+    postgres: PostgresSettings,
     /// Read and checked by [`crate::telemetry`].
     log: serde::de::IgnoredAny,
     /// Read and checked by [`crate::telemetry`].
@@ -90,6 +93,47 @@ impl BusSettings {
         }
         if self.max_deliveries == Some(0) {
             anyhow::bail!("invalid configuration: bus.max_deliveries must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// How a PostgreSQL store connects (`[postgres]`); unset keys keep
+/// [`PostgresOptions`]'s defaults (2 writers, 10 connections for reads).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PostgresSettings {
+    /// Writer tasks, each committing batches of writes on its own connection.
+    writers: Option<usize>,
+    /// The most connections the pool for reads opens.
+    max_connections: Option<u32>,
+}
+
+impl PostgresSettings {
+    /// The store's options: the defaults, with the keys that are set laid over them.
+    pub(crate) fn options(&self) -> PostgresOptions {
+        let mut options = PostgresOptions::default();
+        if let Some(v) = self.writers {
+            options.writers = v;
+        }
+        if let Some(v) = self.max_connections {
+            options.max_connections = v;
+        }
+        options
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(v) = self.writers
+            && !(1..=64).contains(&v)
+        {
+            anyhow::bail!("invalid configuration: postgres.writers is {v}; it must be 1 to 64");
+        }
+        if let Some(v) = self.max_connections
+            && !(1..=1000).contains(&v)
+        {
+            anyhow::bail!(
+                "invalid configuration: postgres.max_connections is {v}; it must be 1 to 1000"
+            );
         }
         Ok(())
     }
@@ -172,6 +216,7 @@ pub(crate) struct Settings {
     pub(crate) local: LocalSettings,
     pub(crate) runtime: TroupeConfig,
     pub(crate) bus: BusSettings,
+    pub(crate) postgres: PostgresSettings,
 }
 
 impl Settings {
@@ -198,6 +243,7 @@ impl Settings {
         runtime.validate()?;
         parsed.local.validate()?;
         parsed.bus.validate(&runtime.workers)?;
+        parsed.postgres.validate()?;
         let backend = BackendArgs {
             llm: flags.llm.clone().or(parsed.backend.llm),
             fallback_llm: if flags.fallback_llm.is_empty() {
@@ -222,6 +268,7 @@ impl Settings {
             local: parsed.local,
             runtime,
             bus: parsed.bus,
+            postgres: parsed.postgres,
         })
     }
 
@@ -280,5 +327,59 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn the_postgres_table_sets_the_store_options_within_bounds() {
+        let defaults = PostgresOptions::default();
+        let none = Settings::load(None, &BackendArgs::default()).unwrap();
+        assert_eq!(none.postgres.options().writers, defaults.writers);
+        assert_eq!(
+            none.postgres.options().max_connections,
+            defaults.max_connections
+        );
+        let f = write(
+            "[postgres]
+writers = 1
+max_connections = 20
+",
+        );
+        let s = Settings::load(Some(f.path()), &BackendArgs::default()).unwrap();
+        let options = s.postgres.options();
+        assert_eq!((options.writers, options.max_connections), (1, 20));
+        assert_eq!(options.max_batch, defaults.max_batch);
+        for (text, key) in [
+            (
+                "[postgres]
+writers = 0
+",
+                "postgres.writers is 0",
+            ),
+            (
+                "[postgres]
+writers = 65
+",
+                "postgres.writers is 65",
+            ),
+            (
+                "[postgres]
+max_connections = 0
+",
+                "postgres.max_connections is 0",
+            ),
+            (
+                "[postgres]
+pool = 3
+",
+                "pool",
+            ),
+        ] {
+            let f = write(text);
+            let err = format!(
+                "{:#}",
+                Settings::load(Some(f.path()), &BackendArgs::default()).unwrap_err()
+            );
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

@@ -72,6 +72,11 @@ pub fn redact_url(url: &str) -> String {
 /// Opens the stores a URL names: `memory`, `sqlite://PATH`, or
 /// `postgres://...` (also `postgresql://...`, with the default [`PostgresOptions`]).
 pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
+    open_url_with(url, PostgresOptions::default()).await
+}
+
+/// [`open_url`], with `postgres` as the options of a PostgreSQL store.
+pub async fn open_url_with(url: &str, postgres: PostgresOptions) -> Result<Stores, StoreError> {
     if url == "memory" {
         return Ok(Stores::memory());
     }
@@ -80,7 +85,7 @@ pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
         return Ok(Stores::from_backend(Arc::new(store)));
     }
     if is_postgres_url(url) {
-        let store = PostgresStore::connect(url, PostgresOptions::default()).await?;
+        let store = PostgresStore::connect(url, postgres).await?;
         return Ok(Stores::from_backend(Arc::new(store)));
     }
     Err(StoreError::Backend(format!(
