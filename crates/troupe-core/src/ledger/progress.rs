@@ -154,6 +154,12 @@ pub struct NewProgressEntry {
     /// The LLM tokens this step spent, if it made LLM calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The lease epoch the writer holds the task under, if it holds a lease:
+    /// the store refuses the entry ([`StoreError::Fenced`](crate::store::StoreError::Fenced))
+    /// once the task's epoch has moved on, so a coordinator that lost the
+    /// task cannot add to its ledger. Not part of the stored entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<u64>,
 }
 
 impl NewProgressEntry {
@@ -173,7 +179,14 @@ impl NewProgressEntry {
             event,
             detail: clip(detail.into()),
             usage: None,
+            fence: None,
         }
+    }
+
+    /// The same entry, fenced with a lease epoch (see [`fence`](Self::fence)).
+    pub fn with_fence(mut self, fence: Option<u64>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// The same entry, with the tokens its step spent (none recorded when zero).

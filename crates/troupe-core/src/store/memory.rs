@@ -148,6 +148,12 @@ impl ProgressStore for MemoryStore {
         if !inner.tasks.contains_key(&entry.task_id) {
             return Err(StoreError::NotFound(entry.task_id));
         }
+        if entry
+            .fence
+            .is_some_and(|epoch| epoch != inner.epoch(entry.task_id))
+        {
+            return Err(StoreError::Fenced(entry.task_id));
+        }
         let list = inner.progress.entry(entry.task_id).or_default();
         let entry = entry.with_step(list.len() as u64 + 1);
         list.push(entry.clone());

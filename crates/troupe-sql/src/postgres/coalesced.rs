@@ -63,23 +63,26 @@ pub(crate) async fn append(
         .fetch_all(&mut *conn)
         .await
         .map_err(pg_error);
-    settle_appends(writes, rows)
+    settle_appends(conn, writes, rows).await
 }
 
-/// The common table expressions of an append whose nine arrays are bound
-/// from `$p` on: `input`, `next` (the raised counters) and `ins` (the
+/// The common table expressions of an append whose ten arrays are bound
+/// from `$p` on: `input`, `next` (the raised counters of the tasks whose
+/// lease epoch matches the entry's fence, if it has one) and `ins` (the
 /// inserted entries' task and step).
 pub(super) fn append_ctes(p: usize) -> String {
-    let n: Vec<String> = (p..p + 9).map(|i| format!("${i}")).collect();
+    let n: Vec<String> = (p..p + 10).map(|i| format!("${i}")).collect();
     format!(
         "input AS ( \
            SELECT * FROM UNNEST({}::uuid[], {}::timestamptz[], {}::text[], {}::text[], \
-             {}::bigint[], {}::text[], {}::text[], {}::bigint[], {}::bigint[]) \
+             {}::bigint[], {}::text[], {}::text[], {}::bigint[], {}::bigint[], {}::bigint[]) \
            AS u(task_id, at, agent, subtask_id, attempt, event, detail, prompt_tokens, \
-             completion_tokens)), \
+             completion_tokens, fence)), \
          next AS ( \
            UPDATE tasks t SET last_step = t.last_step + 1 FROM input i \
-           WHERE t.id = i.task_id AND t.id = ANY({}) RETURNING t.id, t.last_step), \
+           WHERE t.id = i.task_id AND t.id = ANY({}) \
+             AND (i.fence IS NULL OR t.lease_epoch = i.fence) \
+           RETURNING t.id, t.last_step), \
          ins AS ( \
            INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, \
              event, detail, prompt_tokens, completion_tokens) \
@@ -87,7 +90,7 @@ pub(super) fn append_ctes(p: usize) -> String {
              i.detail, i.prompt_tokens, i.completion_tokens \
            FROM input i JOIN next n ON n.id = i.task_id \
            RETURNING task_id, step)",
-        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[0]
+        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[0]
     )
 }
 
@@ -96,8 +99,11 @@ static APPEND_SQL: LazyLock<String> =
     LazyLock::new(|| format!("WITH {} SELECT task_id, step FROM ins", append_ctes(1)));
 
 /// Gives each append its outcome from the (task, step) rows the statement
-/// returned: its entry under the new step, or `NotFound` when its task is missing.
-pub(super) fn settle_appends(
+/// returned: its entry under the new step; else `NotFound` when its task is
+/// missing, `Fenced` when the task's lease epoch is not the entry's fence
+/// (told by one more read, only for appends that got no step).
+pub(super) async fn settle_appends(
+    conn: &mut PgConnection,
     writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
     rows: Result<Vec<(Uuid, i64)>, StoreError>,
 ) -> bool {
@@ -105,14 +111,22 @@ pub(super) fn settle_appends(
         Ok(rows) => rows.into_iter().collect(),
         Err(e) => return failed(writes, &e),
     };
+    let appended = Ok(steps.keys().copied().collect());
+    let epochs = match sort_out(conn, writes, |e| e.task_id, appended).await {
+        Ok((_, epochs)) => epochs,
+        Err(e) => return failed(writes, &e),
+    };
     for w in writes.iter_mut() {
         let task = w.input.task_id;
-        w.outcome = Some(match steps.get(&task.as_uuid()) {
-            Some(&step) => {
-                u64_col("progress_entries.step", step).map(|step| w.input.clone().with_step(step))
-            }
-            None => Err(StoreError::NotFound(task)),
-        });
+        // Epochs only grow: one that differs now differed when the append ran.
+        w.outcome = Some(
+            match (steps.get(&task.as_uuid()), epochs.get(&task.as_uuid())) {
+                (Some(&step), _) => u64_col("progress_entries.step", step)
+                    .map(|step| w.input.clone().with_step(step)),
+                (None, None) => Err(StoreError::NotFound(task)),
+                (None, Some(_)) => Err(StoreError::Fenced(task)),
+            },
+        );
     }
     true
 }
@@ -129,6 +143,7 @@ pub(super) struct AppendColumns<'a> {
     detail: Vec<&'a str>,
     prompt: Vec<Option<i64>>,
     completion: Vec<Option<i64>>,
+    fence: Vec<Option<i64>>,
 }
 
 impl<'a> AppendColumns<'a> {
@@ -145,11 +160,12 @@ impl<'a> AppendColumns<'a> {
             c.prompt.push(e.usage.map(|u| i64_of(u.prompt_tokens)));
             c.completion
                 .push(e.usage.map(|u| i64_of(u.completion_tokens)));
+            c.fence.push(e.fence.map(i64_of));
         }
         c
     }
 
-    /// Binds the nine arrays, in the order of [`append_ctes`].
+    /// Binds the ten arrays, in the order of [`append_ctes`].
     pub(super) fn bind<'q, O>(&'q self, q: Query<'q, O>) -> Query<'q, O> {
         q.bind(&self.task)
             .bind(&self.at)
@@ -160,6 +176,7 @@ impl<'a> AppendColumns<'a> {
             .bind(&self.detail)
             .bind(&self.prompt)
             .bind(&self.completion)
+            .bind(&self.fence)
     }
 }
 

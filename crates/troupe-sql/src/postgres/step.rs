@@ -49,8 +49,8 @@ impl Step {
     }
 }
 
-/// The change's arrays from `$1` on (as in `SUBTASK_UPDATE`), the entry's
-/// from `$11`; one row per changed subtask (part 0) and per appended entry
+/// The change's time and arrays from `$1` on (as in `SUBTASK_UPDATE`), the
+/// entry's from `$11`; one row per changed subtask (part 0) and per appended entry
 /// (part 1, with its step).
 static STEP_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -94,6 +94,6 @@ pub(crate) async fn write(conn: &mut PgConnection, steps: &mut [&mut Step]) -> b
             appended.push((task, step));
         }
     }
-    settle_appends(&mut entries, Ok(appended))
+    settle_appends(conn, &mut entries, Ok(appended)).await
         && settle_subtasks(conn, &mut changes, Ok(changed)).await
 }

@@ -83,6 +83,7 @@ impl StoreSuite {
         self.renews_many_leases(make().await).await;
         self.finds_orphaned_tasks(make().await).await;
         self.fences_task_updates(make().await).await;
+        self.fences_progress_appends(make().await).await;
         self.saves_fenced_checkpoints(make().await).await;
         self.keeps_and_prunes_checkpoints(make().await).await;
     }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use troupe_core::ledger::Applied;
+use troupe_core::ledger::{Applied, EventKind, NewProgressEntry};
 use troupe_core::store::{StoreError, Stores, TaskUpdate};
 use troupe_core::task::{TaskRecord, TaskStatus};
 use troupe_core::{AgentId, TaskId};
@@ -269,6 +269,67 @@ impl StoreSuite {
                 .is_empty(),
             "{check}: limit 0"
         );
+    }
+
+    /// A progress entry fenced with an epoch other than the task's is refused
+    /// and takes no step; the current epoch and no fence are accepted.
+    pub async fn fences_progress_appends(&self, stores: Stores) {
+        let check = "fences_progress_appends";
+        let (a, b) = (coordinator("coord-a"), coordinator("coord-b"));
+        let task = new_task("goal");
+        let t = task.id;
+        stores.tasks.create_task(&task).await.unwrap();
+        let entry = |by: &AgentId, fence: Option<u64>| {
+            NewProgressEntry::task(t, by, EventKind::SubtaskProgress, format!("{fence:?}"))
+                .with_fence(fence)
+        };
+        let append = |e: NewProgressEntry| {
+            let stores = &stores;
+            async move { stores.progress.append(e).await.map(|e| e.step) }
+        };
+
+        // Never leased: the epoch is 0.
+        assert_eq!(
+            append(entry(&a, Some(1))).await,
+            Err(StoreError::Fenced(t)),
+            "{check}"
+        );
+        assert_eq!(append(entry(&a, Some(0))).await, Ok(1), "{check}");
+        stores.leases.acquire(t, &a, TTL).await.unwrap().unwrap();
+        assert_eq!(append(entry(&a, Some(1))).await, Ok(2), "{check}");
+        past_ttl().await;
+        stores.leases.acquire(t, &b, LONG).await.unwrap().unwrap();
+
+        // a, presumed dead, writes on; b, who has the task now, is heard.
+        assert_eq!(
+            append(entry(&a, Some(1))).await,
+            Err(StoreError::Fenced(t)),
+            "{check}"
+        );
+        assert_eq!(append(entry(&b, Some(2))).await, Ok(3), "{check}");
+        assert_eq!(append(entry(&a, None)).await, Ok(4), "{check}: no fence");
+        let missing = TaskId::new();
+        let lost = NewProgressEntry::task(missing, &a, EventKind::SubtaskProgress, "lost")
+            .with_fence(Some(1));
+        assert_eq!(
+            stores.progress.append(lost).await.map(|e| e.step),
+            Err(StoreError::NotFound(missing)),
+            "{check}"
+        );
+        let stored: Vec<(u64, String)> = stores
+            .progress
+            .entries(t, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.step, e.detail))
+            .collect();
+        let expected: Vec<(u64, String)> =
+            [(1, "Some(0)"), (2, "Some(1)"), (3, "Some(2)"), (4, "None")]
+                .into_iter()
+                .map(|(step, detail)| (step, detail.to_owned()))
+                .collect();
+        assert_eq!(stored, expected, "{check}");
     }
 
     /// An update fenced with an old epoch is refused and changes nothing; the

@@ -79,6 +79,7 @@ impl Driver {
         // One group commit for every dispatch and its ledger entry.
         let shared = &self.shared;
         let task_id = self.ledger.id();
+        let fence = self.fence();
         let writes = sends.iter().map(|(id, attempt, role, _, change, span)| {
             async move {
                 let entry = NewProgressEntry::subtask(
@@ -88,7 +89,8 @@ impl Driver {
                     *attempt,
                     EventKind::SubtaskDispatched,
                     format!("sent to the {role} workers"),
-                );
+                )
+                .with_fence(fence);
                 let (applied, _) = tokio::try_join!(
                     shared.stores.tasks.update_subtask(task_id, id, change),
                     shared.recorder.record(entry)

@@ -519,7 +519,7 @@ impl Driver {
             }
             None => NewProgressEntry::task(task_id, agent, event, detail),
         };
-        entry.with_usage(usage)
+        entry.with_usage(usage).with_fence(self.fence())
     }
 
     /// Counts tokens the orchestrator spent itself.
@@ -574,11 +574,14 @@ impl Driver {
             _ => EventKind::TaskFailed,
         };
         let entry = NewProgressEntry::task(task_id, &self.shared.agent, event, detail)
-            .with_usage(std::mem::take(&mut self.unrecorded));
-        // Not at once: a fenced end (another coordinator has the task) must
-        // leave no entry saying the task ended.
-        tasks.update_task(task_id, &update).await?;
-        self.shared.recorder.record(entry).await?;
+            .with_usage(std::mem::take(&mut self.unrecorded))
+            .with_fence(self.fence());
+        // The end and its entry at once: both carry the lease epoch, so if
+        // another coordinator has the task neither is stored.
+        tokio::try_join!(
+            tasks.update_task(task_id, &update),
+            self.shared.recorder.record(entry)
+        )?;
         Ok(())
     }
 }
