@@ -96,7 +96,10 @@ fn bench(c: &mut Criterion) {
                     .await
                     .unwrap();
                 for change in &changes {
-                    store.update_subtask(task.id, &id, change).await.unwrap();
+                    store
+                        .update_subtask(task.id, &id, change, None)
+                        .await
+                        .unwrap();
                 }
             });
         });

@@ -174,7 +174,7 @@ fn bench(c: &mut Criterion) {
                     .unwrap();
                 for change in &changes {
                     store
-                        .update_subtask(t.id, &record.id, change)
+                        .update_subtask(t.id, &record.id, change, None)
                         .await
                         .unwrap();
                 }

@@ -130,8 +130,15 @@ impl TaskStore for MemoryStore {
         id: TaskId,
         subtask: &SubtaskId,
         change: &SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let mut inner = self.lock();
+        if !inner.tasks.contains_key(&id) {
+            return Err(StoreError::NotFound(id));
+        }
+        if fence.is_some_and(|epoch| epoch != inner.epoch(id)) {
+            return Err(StoreError::Fenced(id));
+        }
         let task = inner.tasks.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         Ok(task
             .subtasks

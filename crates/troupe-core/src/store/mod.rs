@@ -183,12 +183,15 @@ pub trait TaskStore: Send + Sync {
         subtasks: &[SubtaskRecord],
     ) -> Result<(), StoreError>;
 
-    /// Applies a guarded change to one subtask.
+    /// Applies a guarded change to one subtask. With a `fence` (the writer's
+    /// lease epoch), a task whose epoch is another is refused with
+    /// [`StoreError::Fenced`] and nothing changes.
     async fn update_subtask(
         &self,
         id: TaskId,
         subtask: &SubtaskId,
         change: &SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError>;
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct SubtaskWrite {
     pub(crate) task: TaskId,
     pub(crate) subtask: SubtaskId,
     pub(crate) change: SubtaskChange,
+    /// The writer's lease epoch, if it holds a lease.
+    pub(crate) fence: Option<u64>,
 }
 
 /// A task update, queued.
@@ -199,41 +201,50 @@ pub(crate) async fn update_subtasks(
     settle_subtasks(conn, writes, changed).await
 }
 
-/// The guarded update of subtask changes, its arrays bound from `$2` on
-/// (`$1` is the time), returning the task of each changed subtask.
+/// The guarded update of subtask changes, its ten arrays bound from `$2` on
+/// (`$1` is the time), returning the task of each changed subtask. A fenced
+/// change applies only while its task's lease epoch is the fence, as the
+/// statement's snapshot sees it.
 pub(super) const SUBTASK_UPDATE: &str = "UPDATE subtasks s SET status = u.next, \
        attempts = COALESCE(u.attempts, s.attempts), \
        agent = COALESCE(u.agent, s.agent), result = COALESCE(u.result, s.result), \
        last_error = COALESCE(u.last_error, s.last_error), updated_at = $1 \
      FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], \
-       $8::text[], $9::text[], $10::text[]) \
-       AS u(task_id, id, guard, guard_attempt, next, attempts, agent, result, last_error) \
+       $8::text[], $9::text[], $10::text[], $11::bigint[]) \
+       AS u(task_id, id, guard, guard_attempt, next, attempts, agent, result, last_error, fence) \
      WHERE s.task_id = ANY($2) AND s.task_id = u.task_id AND s.id = u.id \
        AND s.status = ANY(string_to_array(u.guard, ',')) \
        AND (u.guard_attempt IS NULL OR s.attempts = u.guard_attempt) \
+       AND (u.fence IS NULL OR EXISTS ( \
+         SELECT 1 FROM tasks t WHERE t.id = u.task_id AND t.lease_epoch = u.fence)) \
      RETURNING s.task_id";
 
 /// Gives each subtask change its outcome from the tasks whose subtask the
-/// statement `changed`: `Changed`; `Unchanged` when the task is there (the
-/// guard did not hold, or a plan of the task has no such subtask);
-/// `NotFound` when it is not.
+/// statement `changed`: `Changed`; `NotFound` when the task is missing;
+/// `Fenced` when its lease epoch is not the change's fence; else
+/// `Unchanged` (the guard did not hold, or a plan of the task has no such subtask).
 pub(super) async fn settle_subtasks(
     conn: &mut PgConnection,
     writes: &mut [&mut Pending<SubtaskWrite, Applied>],
     changed: Result<Vec<Uuid>, sqlx::Error>,
 ) -> bool {
-    let (changed, existing) = match sort_out(conn, writes, |w| w.task, changed).await {
+    let (changed, epochs) = match sort_out(conn, writes, |w| w.task, changed).await {
         Ok(sorted) => sorted,
         Err(e) => return failed(writes, &e),
     };
     for w in writes.iter_mut() {
         let task = w.input.task;
+        // Epochs only grow: one that differs now differed when the change ran.
         w.outcome = Some(if changed.contains(&task.as_uuid()) {
             Ok(Applied::Changed)
-        } else if existing.contains_key(&task.as_uuid()) {
-            Ok(Applied::Unchanged)
         } else {
-            Err(StoreError::NotFound(task))
+            match (epochs.get(&task.as_uuid()), w.input.fence) {
+                (None, _) => Err(StoreError::NotFound(task)),
+                (Some(&epoch), Some(fence)) if epoch != i64_of(fence) => {
+                    Err(StoreError::Fenced(task))
+                }
+                (Some(_), _) => Ok(Applied::Unchanged),
+            }
         });
     }
     true
@@ -251,6 +262,7 @@ pub(super) struct SubtaskColumns<'a> {
     agent: Vec<Option<&'a str>>,
     result: Vec<Option<&'a str>>,
     last_error: Vec<Option<&'a str>>,
+    fence: Vec<Option<i64>>,
 }
 
 impl<'a> SubtaskColumns<'a> {
@@ -277,11 +289,12 @@ impl<'a> SubtaskColumns<'a> {
             c.agent.push(fields.agent.map(|a| a.as_str()));
             c.result.push(fields.result);
             c.last_error.push(fields.last_error);
+            c.fence.push(w.fence.map(i64_of));
         }
         c
     }
 
-    /// Binds the time and the nine arrays, in the order of [`SUBTASK_UPDATE`].
+    /// Binds the time and the ten arrays, in the order of [`SUBTASK_UPDATE`].
     pub(super) fn bind<'q, O>(&'q self, q: Query<'q, O>) -> Query<'q, O> {
         q.bind(troupe_core::time::now())
             .bind(&self.task)
@@ -293,6 +306,7 @@ impl<'a> SubtaskColumns<'a> {
             .bind(&self.agent)
             .bind(&self.result)
             .bind(&self.last_error)
+            .bind(&self.fence)
     }
 }
 

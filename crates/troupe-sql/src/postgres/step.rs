@@ -50,14 +50,14 @@ impl Step {
 }
 
 /// The change's time and arrays from `$1` on (as in `SUBTASK_UPDATE`), the
-/// entry's from `$11`; one row per changed subtask (part 0) and per appended entry
+/// entry's from `$12`; one row per changed subtask (part 0) and per appended entry
 /// (part 1, with its step).
 static STEP_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH ch AS ({SUBTASK_UPDATE}), {} \
          SELECT 0 AS part, task_id, 0::bigint AS step FROM ch \
          UNION ALL SELECT 1, task_id, step FROM ins",
-        append_ctes(11)
+        append_ctes(12)
     )
 });
 

@@ -116,9 +116,10 @@ impl TaskStore for PostgresStore {
         id: TaskId,
         subtask: &SubtaskId,
         change: &SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         self.writers
-            .update_subtask(id, subtask.clone(), change.clone())
+            .update_subtask(id, subtask.clone(), change.clone(), fence)
             .await
     }
 }

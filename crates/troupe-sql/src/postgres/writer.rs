@@ -273,11 +273,13 @@ impl Writers {
         task: TaskId,
         subtask: SubtaskId,
         change: SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let input = SubtaskWrite {
             task,
             subtask,
             change,
+            fence,
         };
         self.queue(self.route(task), task, |reply| {
             Write::Subtask(Pending::new(input, reply))

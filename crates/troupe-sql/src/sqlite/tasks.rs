@@ -163,6 +163,7 @@ impl TaskStore for SqliteStore {
         id: TaskId,
         subtask: &SubtaskId,
         change: &SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let (statuses, attempt) = change.guard();
         if statuses.is_empty() {
@@ -192,6 +193,12 @@ impl TaskStore for SqliteStore {
         let subtask = subtask.to_string();
         self.writer
             .write(move |conn| {
+                // In the same write job as the change: no acquisition can come between.
+                if let Some(fence) = fence
+                    && lease_epoch(conn, id)?.ok_or(StoreError::NotFound(id))? != i64_of(fence)
+                {
+                    return Err(StoreError::Fenced(id));
+                }
                 let changed = conn
                     .prepare_cached(&sql)
                     .and_then(|mut stmt| {

@@ -137,7 +137,10 @@ async fn concurrent_writes_of_many_tasks_all_land() {
                 let s1 = SubtaskId::new("s1").unwrap();
                 let change = SubtaskChange::Dispatched { attempt: 1 };
                 assert_eq!(
-                    store.update_subtask(*task, &s1, &change).await.unwrap(),
+                    store
+                        .update_subtask(*task, &s1, &change, None)
+                        .await
+                        .unwrap(),
                     Applied::Changed
                 );
             }
@@ -244,11 +247,11 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
     let stale = SubtaskChange::Dispatched { attempt: 2 };
     let changes = ids.iter().enumerate().map(|(i, t)| {
         let change = if i % 2 == 0 { &dispatch } else { &stale };
-        store.update_subtask(*t, s1, change)
+        store.update_subtask(*t, s1, change, None)
     });
     let (answers, lost) = tokio::join!(
         join_all(changes),
-        store.update_subtask(missing, s1, &dispatch)
+        store.update_subtask(missing, s1, &dispatch, None)
     );
     for (i, answer) in answers.into_iter().enumerate() {
         let expected = if i % 2 == 0 {
@@ -268,9 +271,9 @@ async fn coalesced_writes_answer_each_caller_as_a_single_write_would() {
         let (complete, dispatch, start) = (&complete, &dispatch, &start);
         async move {
             tokio::join!(
-                store.update_subtask(*t, s1, complete),
-                store.update_subtask(*t, s2, dispatch),
-                store.update_subtask(*t, s2, start)
+                store.update_subtask(*t, s1, complete, None),
+                store.update_subtask(*t, s2, dispatch, None),
+                store.update_subtask(*t, s2, start, None)
             )
         }
     });
@@ -357,11 +360,16 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
         let change = if i % 2 == 0 { &dispatch } else { &stale };
         let (store, s1) = (&store, &s1);
         let entry = entry(*t, s1, EventKind::SubtaskDispatched);
-        async move { tokio::join!(store.update_subtask(*t, s1, change), store.append(entry)) }
+        async move {
+            tokio::join!(
+                store.update_subtask(*t, s1, change, None),
+                store.append(entry)
+            )
+        }
     });
     let (answers, (lost_change, lost_entry)) = tokio::join!(join_all(pairs), async {
         tokio::join!(
-            store.update_subtask(missing, s1, &dispatch),
+            store.update_subtask(missing, s1, &dispatch, None),
             store.append(entry(missing, s1, EventKind::SubtaskDispatched))
         )
     });
@@ -395,18 +403,18 @@ async fn a_subtask_change_and_its_entry_sent_together_answer_as_two_writes() {
         let (s1, s2) = (&s1, &s2);
         async move {
             tokio::join!(
-                store.update_subtask(*t, s1, complete),
+                store.update_subtask(*t, s1, complete, None),
                 store.append(e1),
-                store.update_subtask(*t, s2, dispatch),
+                store.update_subtask(*t, s2, dispatch, None),
                 store.append(e2),
-                store.update_subtask(*t, s2, start),
+                store.update_subtask(*t, s2, start, None),
                 store.append(e3)
             )
         }
     });
     let (answers, (bad_change, bad_entry)) = tokio::join!(join_all(follow), async {
         tokio::join!(
-            store.update_subtask(bad, s1, &refused),
+            store.update_subtask(bad, s1, &refused, None),
             store.append(entry(bad, s1, EventKind::SubtaskCompleted))
         )
     });

@@ -84,6 +84,7 @@ impl StoreSuite {
         self.finds_orphaned_tasks(make().await).await;
         self.fences_task_updates(make().await).await;
         self.fences_progress_appends(make().await).await;
+        self.fences_subtask_changes(make().await).await;
         self.saves_fenced_checkpoints(make().await).await;
         self.keeps_and_prunes_checkpoints(make().await).await;
     }
@@ -181,7 +182,12 @@ impl StoreSuite {
         let t = task.id;
         stores
             .tasks
-            .update_subtask(t, &sid("s1"), &SubtaskChange::Dispatched { attempt: 1 })
+            .update_subtask(
+                t,
+                &sid("s1"),
+                &SubtaskChange::Dispatched { attempt: 1 },
+                None,
+            )
             .await
             .unwrap();
         let done = SubtaskChange::Completed {
@@ -191,12 +197,17 @@ impl StoreSuite {
         };
         stores
             .tasks
-            .update_subtask(t, &sid("s1"), &done)
+            .update_subtask(t, &sid("s1"), &done, None)
             .await
             .unwrap();
         stores
             .tasks
-            .update_subtask(t, &sid("s2"), &SubtaskChange::Dispatched { attempt: 1 })
+            .update_subtask(
+                t,
+                &sid("s2"),
+                &SubtaskChange::Dispatched { attempt: 1 },
+                None,
+            )
             .await
             .unwrap();
 
@@ -330,7 +341,7 @@ impl StoreSuite {
             let want = model.apply(&sid(id), change).unwrap_or(Applied::Unchanged);
             let got = stores
                 .tasks
-                .update_subtask(task.id, &sid(id), change)
+                .update_subtask(task.id, &sid(id), change, None)
                 .await
                 .unwrap();
             assert_eq!(got, want, "{check}: change {i} ({id}: {change:?})");
@@ -457,6 +468,7 @@ impl StoreSuite {
                 ours[0],
                 &sid("s1"),
                 &SubtaskChange::Dispatched { attempt: 1 },
+                None,
             )
             .await
             .unwrap();
@@ -467,7 +479,7 @@ impl StoreSuite {
         };
         stores
             .tasks
-            .update_subtask(ours[0], &sid("s1"), &done)
+            .update_subtask(ours[0], &sid("s1"), &done, None)
             .await
             .unwrap();
         for id in &ours[..2] {
@@ -553,7 +565,12 @@ impl StoreSuite {
         let s1 = sid("s1");
         stores
             .tasks
-            .update_subtask(task.id, &s1, &SubtaskChange::Dispatched { attempt: 1 })
+            .update_subtask(
+                task.id,
+                &s1,
+                &SubtaskChange::Dispatched { attempt: 1 },
+                None,
+            )
             .await
             .unwrap();
         let done = SubtaskChange::Completed {
@@ -563,7 +580,7 @@ impl StoreSuite {
         };
         stores
             .tasks
-            .update_subtask(task.id, &s1, &done)
+            .update_subtask(task.id, &s1, &done, None)
             .await
             .unwrap();
         let got = stores.tasks.get_task(task.id).await.unwrap().unwrap();

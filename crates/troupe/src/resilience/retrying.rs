@@ -127,10 +127,16 @@ impl TaskStore for RetryingTasks {
         id: TaskId,
         subtask: &SubtaskId,
         change: &SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         self.policy
             .run(
-                |attempt| applied_once(attempt, self.inner.update_subtask(id, subtask, change)),
+                |attempt| {
+                    applied_once(
+                        attempt,
+                        self.inner.update_subtask(id, subtask, change, fence),
+                    )
+                },
                 log_retry("update_subtask"),
             )
             .await

@@ -542,9 +542,10 @@ impl troupe_core::store::TaskStore for FlakyStore {
         id: troupe_core::TaskId,
         s: &troupe_core::SubtaskId,
         c: &troupe_core::ledger::SubtaskChange,
+        fence: Option<u64>,
     ) -> Result<troupe_core::ledger::Applied, StoreError> {
         self.check()?;
-        self.tasks.update_subtask(id, s, c).await
+        self.tasks.update_subtask(id, s, c, fence).await
     }
 }
 

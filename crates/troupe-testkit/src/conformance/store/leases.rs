@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use troupe_core::ledger::{Applied, EventKind, NewProgressEntry};
+use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
 use troupe_core::store::{StoreError, Stores, TaskUpdate};
-use troupe_core::task::{TaskRecord, TaskStatus};
-use troupe_core::{AgentId, TaskId};
+use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus};
+use troupe_core::{AgentId, SubtaskId, TaskId};
 
-use super::{StoreSuite, new_task};
+use super::{StoreSuite, new_task, subtask};
 
 /// The short lease the checks let lapse.
 pub(super) const TTL: Duration = Duration::from_millis(300);
@@ -330,6 +330,110 @@ impl StoreSuite {
                 .map(|(step, detail)| (step, detail.to_owned()))
                 .collect();
         assert_eq!(stored, expected, "{check}");
+    }
+
+    /// A subtask change fenced with an epoch other than the task's is refused
+    /// and changes nothing; the current epoch and no fence are accepted.
+    pub async fn fences_subtask_changes(&self, stores: Stores) {
+        let check = "fences_subtask_changes";
+        let (a, b) = (coordinator("coord-a"), coordinator("coord-b"));
+        let mut task = new_task("goal");
+        task.subtasks = vec![
+            subtask("s1", "writer", 0, &[]),
+            subtask("s2", "writer", 0, &[]),
+        ];
+        let t = task.id;
+        stores.tasks.create_task(&task).await.unwrap();
+        let (s1, s2) = (SubtaskId::new("s1").unwrap(), SubtaskId::new("s2").unwrap());
+        let dispatch = SubtaskChange::Dispatched { attempt: 1 };
+        let start = |by: &AgentId| SubtaskChange::Started {
+            attempt: 1,
+            agent: by.clone(),
+        };
+
+        // Never leased: the epoch is 0.
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s1, &dispatch, Some(1))
+                .await,
+            Err(StoreError::Fenced(t)),
+            "{check}"
+        );
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s1, &dispatch, Some(0))
+                .await,
+            Ok(Applied::Changed),
+            "{check}"
+        );
+        stores.leases.acquire(t, &a, TTL).await.unwrap().unwrap();
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s2, &dispatch, Some(1))
+                .await,
+            Ok(Applied::Changed),
+            "{check}"
+        );
+        past_ttl().await;
+        stores.leases.acquire(t, &b, LONG).await.unwrap().unwrap();
+
+        // a, presumed dead, marks s1 started; b, who has the task now, starts s2.
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s1, &start(&a), Some(1))
+                .await,
+            Err(StoreError::Fenced(t)),
+            "{check}"
+        );
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s2, &start(&b), Some(2))
+                .await,
+            Ok(Applied::Changed),
+            "{check}"
+        );
+        // A stale guard under the right fence is unchanged, not fenced.
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(t, &s2, &dispatch, Some(2))
+                .await,
+            Ok(Applied::Unchanged),
+            "{check}"
+        );
+        let missing = TaskId::new();
+        assert_eq!(
+            stores
+                .tasks
+                .update_subtask(missing, &s1, &dispatch, Some(1))
+                .await,
+            Err(StoreError::NotFound(missing)),
+            "{check}"
+        );
+        let got = stores.tasks.get_task(t).await.unwrap().unwrap();
+        let states: Vec<_> = got
+            .subtasks
+            .iter()
+            .map(|s| (s.status, s.agent.clone()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (SubtaskStatus::Dispatched, None),
+                (SubtaskStatus::Running, Some(b.clone()))
+            ],
+            "{check}"
+        );
+        assert_eq!(
+            stores.tasks.update_subtask(t, &s1, &start(&a), None).await,
+            Ok(Applied::Changed),
+            "{check}: no fence"
+        );
     }
 
     /// An update fenced with an old epoch is refused and changes nothing; the

@@ -92,7 +92,10 @@ impl Driver {
                 )
                 .with_fence(fence);
                 let (applied, _) = tokio::try_join!(
-                    shared.stores.tasks.update_subtask(task_id, id, change),
+                    shared
+                        .stores
+                        .tasks
+                        .update_subtask(task_id, id, change, fence),
                     shared.recorder.record(entry)
                 )?;
                 Ok::<_, StoreError>(applied)

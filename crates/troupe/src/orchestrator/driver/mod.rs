@@ -384,7 +384,10 @@ impl Driver {
         let task_id = self.ledger.id();
         let shared = &self.shared;
         let (stored, recorded) = tokio::try_join!(
-            shared.stores.tasks.update_subtask(task_id, id, change),
+            shared
+                .stores
+                .tasks
+                .update_subtask(task_id, id, change, self.fence()),
             shared.recorder.record(entry)
         )?;
         self.last_step = self.last_step.max(recorded.step);
@@ -551,12 +554,11 @@ impl Driver {
         self.ledger
             .finish(status, result.clone(), error.clone(), now);
         let tasks = &self.shared.stores.tasks;
-        for written in join_all(
-            cancelled
-                .iter()
-                .map(|id| tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled)),
-        )
-        .await
+        for written in
+            join_all(cancelled.iter().map(|id| {
+                tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled, self.fence())
+            }))
+            .await
         {
             written?;
         }

@@ -1,8 +1,9 @@
 //! Leases, checkpoints and take-over: what lets another coordinator finish a
 //! task whose coordinator died.
 //!
-//! A driver writes its task's status changes under its lease epoch (the
-//! store refuses them once another coordinator has taken the task), and
+//! A driver writes its task's status changes, subtask changes and progress
+//! entries under its lease epoch (the store refuses them once another
+//! coordinator has taken the task), and
 //! checkpoints its own state (stall and re-plan counters, the request id,
 //! the tokens spent) at every status change and every
 //! `coordinator.checkpoint_every` steps. A driver started by a take-over
