@@ -350,30 +350,25 @@ impl StoreSuite {
             attempt: 1,
             agent: by.clone(),
         };
+        let change = |task: TaskId, s: &SubtaskId, c: SubtaskChange, fence: Option<u64>| {
+            let (stores, s) = (&stores, s.clone());
+            async move { stores.tasks.update_subtask(task, &s, &c, fence).await }
+        };
 
         // Never leased: the epoch is 0.
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s1, &dispatch, Some(1))
-                .await,
+            change(t, &s1, dispatch.clone(), Some(1)).await,
             Err(StoreError::Fenced(t)),
             "{check}"
         );
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s1, &dispatch, Some(0))
-                .await,
+            change(t, &s1, dispatch.clone(), Some(0)).await,
             Ok(Applied::Changed),
             "{check}"
         );
         stores.leases.acquire(t, &a, TTL).await.unwrap().unwrap();
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s2, &dispatch, Some(1))
-                .await,
+            change(t, &s2, dispatch.clone(), Some(1)).await,
             Ok(Applied::Changed),
             "{check}"
         );
@@ -382,36 +377,24 @@ impl StoreSuite {
 
         // a, presumed dead, marks s1 started; b, who has the task now, starts s2.
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s1, &start(&a), Some(1))
-                .await,
+            change(t, &s1, start(&a), Some(1)).await,
             Err(StoreError::Fenced(t)),
             "{check}"
         );
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s2, &start(&b), Some(2))
-                .await,
+            change(t, &s2, start(&b), Some(2)).await,
             Ok(Applied::Changed),
             "{check}"
         );
         // A stale guard under the right fence is unchanged, not fenced.
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(t, &s2, &dispatch, Some(2))
-                .await,
+            change(t, &s2, dispatch.clone(), Some(2)).await,
             Ok(Applied::Unchanged),
             "{check}"
         );
         let missing = TaskId::new();
         assert_eq!(
-            stores
-                .tasks
-                .update_subtask(missing, &s1, &dispatch, Some(1))
-                .await,
+            change(missing, &s1, dispatch.clone(), Some(1)).await,
             Err(StoreError::NotFound(missing)),
             "{check}"
         );
@@ -430,7 +413,7 @@ impl StoreSuite {
             "{check}"
         );
         assert_eq!(
-            stores.tasks.update_subtask(t, &s1, &start(&a), None).await,
+            change(t, &s1, start(&a), None).await,
             Ok(Applied::Changed),
             "{check}: no fence"
         );
