@@ -42,6 +42,19 @@ impl Inner {
     fn epoch(&self, task: TaskId) -> u64 {
         self.leases.get(&task).map_or(0, |l| l.epoch)
     }
+
+    /// Whether a write of `task` under `fence` (a lease epoch, if any) may
+    /// go ahead: `NotFound` if the task is missing, `Fenced` if its epoch
+    /// is not the fence.
+    fn check_fence(&self, task: TaskId, fence: Option<u64>) -> Result<(), StoreError> {
+        if !self.tasks.contains_key(&task) {
+            return Err(StoreError::NotFound(task));
+        }
+        if fence.is_some_and(|epoch| epoch != self.epoch(task)) {
+            return Err(StoreError::Fenced(task));
+        }
+        Ok(())
+    }
 }
 
 /// `now + ttl`, saturating.
@@ -90,12 +103,7 @@ impl TaskStore for MemoryStore {
 
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
         let mut inner = self.lock();
-        if !inner.tasks.contains_key(&id) {
-            return Err(StoreError::NotFound(id));
-        }
-        if update.fence.is_some_and(|epoch| epoch != inner.epoch(id)) {
-            return Err(StoreError::Fenced(id));
-        }
+        inner.check_fence(id, update.fence)?;
         let task = inner.tasks.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         let applied = update.apply(task);
         // An ended task is driven by nobody.
@@ -133,12 +141,7 @@ impl TaskStore for MemoryStore {
         fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
         let mut inner = self.lock();
-        if !inner.tasks.contains_key(&id) {
-            return Err(StoreError::NotFound(id));
-        }
-        if fence.is_some_and(|epoch| epoch != inner.epoch(id)) {
-            return Err(StoreError::Fenced(id));
-        }
+        inner.check_fence(id, fence)?;
         let task = inner.tasks.get_mut(&id).ok_or(StoreError::NotFound(id))?;
         Ok(task
             .subtasks
@@ -152,15 +155,7 @@ impl TaskStore for MemoryStore {
 impl ProgressStore for MemoryStore {
     async fn append(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
         let mut inner = self.lock();
-        if !inner.tasks.contains_key(&entry.task_id) {
-            return Err(StoreError::NotFound(entry.task_id));
-        }
-        if entry
-            .fence
-            .is_some_and(|epoch| epoch != inner.epoch(entry.task_id))
-        {
-            return Err(StoreError::Fenced(entry.task_id));
-        }
+        inner.check_fence(entry.task_id, entry.fence)?;
         let list = inner.progress.entry(entry.task_id).or_default();
         let entry = entry.with_step(list.len() as u64 + 1);
         list.push(entry.clone());
@@ -290,12 +285,7 @@ impl CheckpointStore for MemoryStore {
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let id = checkpoint.task;
-        if !inner.tasks.contains_key(&id) {
-            return Err(StoreError::NotFound(id));
-        }
-        if checkpoint.epoch != inner.epoch(id) {
-            return Err(StoreError::Fenced(id));
-        }
+        inner.check_fence(id, Some(checkpoint.epoch))?;
         let list = inner.checkpoints.entry(id).or_default();
         list.push(checkpoint.clone());
         let excess = list.len().saturating_sub(CHECKPOINTS_KEPT);

@@ -63,8 +63,7 @@ pub(crate) async fn append(
     let rows = c
         .bind(sqlx::query_as::<_, (Uuid, i64)>(APPEND_SQL.as_str()))
         .fetch_all(&mut *conn)
-        .await
-        .map_err(pg_error);
+        .await;
     settle_appends(conn, writes, rows).await
 }
 
@@ -107,11 +106,11 @@ static APPEND_SQL: LazyLock<String> =
 pub(super) async fn settle_appends(
     conn: &mut PgConnection,
     writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
-    rows: Result<Vec<(Uuid, i64)>, StoreError>,
+    rows: Result<Vec<(Uuid, i64)>, sqlx::Error>,
 ) -> bool {
     let steps: HashMap<Uuid, i64> = match rows {
         Ok(rows) => rows.into_iter().collect(),
-        Err(e) => return failed(writes, &e),
+        Err(e) => return failed(writes, &pg_error(e)),
     };
     let appended = Ok(steps.keys().copied().collect());
     let epochs = match sort_out(conn, writes, |e| e.task_id, appended).await {
@@ -234,18 +233,7 @@ pub(super) async fn settle_subtasks(
     };
     for w in writes.iter_mut() {
         let task = w.input.task;
-        // Epochs only grow: one that differs now differed when the change ran.
-        w.outcome = Some(if changed.contains(&task.as_uuid()) {
-            Ok(Applied::Changed)
-        } else {
-            match (epochs.get(&task.as_uuid()), w.input.fence) {
-                (None, _) => Err(StoreError::NotFound(task)),
-                (Some(&epoch), Some(fence)) if epoch != i64_of(fence) => {
-                    Err(StoreError::Fenced(task))
-                }
-                (Some(_), _) => Ok(Applied::Unchanged),
-            }
-        });
+        w.outcome = Some(guarded_outcome(task, &changed, &epochs, w.input.fence));
     }
     true
 }
@@ -364,19 +352,12 @@ pub(crate) async fn update_tasks(
     };
     for w in writes.iter_mut() {
         let task = w.input.task;
-        // Nothing changed: say why. Epochs only grow, so an epoch that
-        // differs now differed when the update ran.
-        w.outcome = Some(if changed.contains(&task.as_uuid()) {
-            Ok(Applied::Changed)
-        } else {
-            match (epochs.get(&task.as_uuid()), w.input.update.fence) {
-                (None, _) => Err(StoreError::NotFound(task)),
-                (Some(&epoch), Some(fence)) if epoch != i64_of(fence) => {
-                    Err(StoreError::Fenced(task))
-                }
-                (Some(_), _) => Ok(Applied::Unchanged),
-            }
-        });
+        w.outcome = Some(guarded_outcome(
+            task,
+            &changed,
+            &epochs,
+            w.input.update.fence,
+        ));
     }
     true
 }
@@ -421,6 +402,27 @@ async fn sort_out<I, T>(
             .await
             .map_err(pg_error)?;
     Ok((changed, rows.into_iter().collect()))
+}
+
+/// The outcome of a guarded write of `task` (a subtask change, a task
+/// update), from what [`sort_out`] found: `Changed` if its row changed; else
+/// `NotFound` when the task is missing, `Fenced` when its lease epoch is not
+/// the write's fence, and `Unchanged` when the guard did not hold. Epochs only
+/// grow, so an epoch that differs now differed when the write ran.
+fn guarded_outcome(
+    task: TaskId,
+    changed: &HashSet<Uuid>,
+    epochs: &HashMap<Uuid, i64>,
+    fence: Option<u64>,
+) -> Result<Applied, StoreError> {
+    if changed.contains(&task.as_uuid()) {
+        return Ok(Applied::Changed);
+    }
+    match (epochs.get(&task.as_uuid()), fence) {
+        (None, _) => Err(StoreError::NotFound(task)),
+        (Some(&epoch), Some(fence)) if epoch != i64_of(fence) => Err(StoreError::Fenced(task)),
+        (Some(_), _) => Ok(Applied::Unchanged),
+    }
 }
 
 /// Gives every write of a failed statement its error; always false.

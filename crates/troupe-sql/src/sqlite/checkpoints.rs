@@ -19,12 +19,7 @@ impl CheckpointStore for SqliteStore {
         self.writer
             .write(move |conn| {
                 let id = checkpoint.task;
-                // Read in the same write job as the insert: no acquisition can come between.
-                if lease_epoch(conn, id)?.ok_or(StoreError::NotFound(id))?
-                    != i64_of(checkpoint.epoch)
-                {
-                    return Err(StoreError::Fenced(id));
-                }
+                check_fence(conn, id, Some(checkpoint.epoch))?;
                 let seq: i64 = conn
                     .prepare_cached(
                         "INSERT INTO checkpoints (task_id, seq, epoch, step, state, at) \
@@ -103,12 +98,27 @@ impl CheckpointStore for SqliteStore {
     }
 }
 
-/// The task's current lease epoch (0: never leased), if the task exists.
-pub(super) fn lease_epoch(conn: &Connection, task: TaskId) -> Result<Option<i64>, StoreError> {
-    conn.prepare_cached("SELECT lease_epoch FROM tasks WHERE id = ?1")
+/// Whether a write of `task` under `fence` (a lease epoch, if any) may go
+/// ahead: `NotFound` if the task is missing, `Fenced` if its current lease
+/// epoch (0: never leased) is not the fence. Called in the write's own job,
+/// so no acquisition can come between the check and the write.
+pub(super) fn check_fence(
+    conn: &Connection,
+    task: TaskId,
+    fence: Option<u64>,
+) -> Result<(), StoreError> {
+    let Some(fence) = fence else {
+        return Ok(());
+    };
+    let epoch: Option<i64> = conn
+        .prepare_cached("SELECT lease_epoch FROM tasks WHERE id = ?1")
         .and_then(|mut stmt| {
             stmt.query_row(params![task.to_string()], |r| r.get(0))
                 .optional()
         })
-        .map_err(|e| sql_error(&e))
+        .map_err(|e| sql_error(&e))?;
+    if epoch.ok_or(StoreError::NotFound(task))? != i64_of(fence) {
+        return Err(StoreError::Fenced(task));
+    }
+    Ok(())
 }

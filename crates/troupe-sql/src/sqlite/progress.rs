@@ -6,7 +6,7 @@ use troupe_core::TaskId;
 use troupe_core::ledger::{NewProgressEntry, ProgressEntry};
 use troupe_core::store::{ProgressStore, StoreError};
 
-use super::checkpoints::lease_epoch;
+use super::checkpoints::check_fence;
 use super::rows::{ENTRY_COLUMNS, entry_row};
 use super::{SqliteStore, is_foreign_key_violation, is_primary_key_violation, sql_error};
 use crate::codec::{i64_of, millis, u64_col};
@@ -19,13 +19,7 @@ impl ProgressStore for SqliteStore {
             .write(move |conn| {
                 // The writer thread runs one job at a time, so the cached step cannot race
                 // within this process; another process's append shows up as a key clash.
-                if let Some(fence) = entry.fence
-                    && lease_epoch(conn, entry.task_id)?
-                        .ok_or(StoreError::NotFound(entry.task_id))?
-                        != i64_of(fence)
-                {
-                    return Err(StoreError::Fenced(entry.task_id));
-                }
+                check_fence(conn, entry.task_id, entry.fence)?;
                 let cached = steps.lock().get(&entry.task_id).copied();
                 let step = match cached {
                     Some(step) => step,

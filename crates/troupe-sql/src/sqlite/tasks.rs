@@ -7,7 +7,7 @@ use troupe_core::store::{StoreError, TaskQuery, TaskStore, TaskUpdate};
 use troupe_core::task::{SubtaskRecord, TaskRecord, TaskStatus, TaskSummary};
 use troupe_core::{SubtaskId, TaskId};
 
-use super::checkpoints::lease_epoch;
+use super::checkpoints::check_fence;
 use super::rows::{load_task, summary_row};
 use super::{SqliteStore, is_primary_key_violation, sql_error};
 use crate::codec::{i64_of, json_list, millis};
@@ -89,12 +89,7 @@ impl TaskStore for SqliteStore {
         let update = update.clone();
         self.writer
             .write(move |conn| {
-                // Checked in the same write job as the update: no acquisition can come between.
-                if let Some(fence) = update.fence
-                    && lease_epoch(conn, id)?.ok_or(StoreError::NotFound(id))? != i64_of(fence)
-                {
-                    return Err(StoreError::Fenced(id));
-                }
+                check_fence(conn, id, update.fence)?;
                 let at = millis(update.at);
                 let finished = update.status.is_some_and(TaskStatus::is_terminal);
                 let changed = conn
@@ -193,12 +188,7 @@ impl TaskStore for SqliteStore {
         let subtask = subtask.to_string();
         self.writer
             .write(move |conn| {
-                // In the same write job as the change: no acquisition can come between.
-                if let Some(fence) = fence
-                    && lease_epoch(conn, id)?.ok_or(StoreError::NotFound(id))? != i64_of(fence)
-                {
-                    return Err(StoreError::Fenced(id));
-                }
+                check_fence(conn, id, fence)?;
                 let changed = conn
                     .prepare_cached(&sql)
                     .and_then(|mut stmt| {

@@ -1,6 +1,6 @@
 //! Dispatch: publishing every ready subtask to its role, after its state is stored.
 
-use super::{Driver, End};
+use super::{Driver, End, write_step};
 use crate::telemetry::propagation;
 use futures::future::join_all;
 use tokio::time::Instant;
@@ -91,13 +91,7 @@ impl Driver {
                     format!("sent to the {role} workers"),
                 )
                 .with_fence(fence);
-                let (applied, _) = tokio::try_join!(
-                    shared
-                        .stores
-                        .tasks
-                        .update_subtask(task_id, id, change, fence),
-                    shared.recorder.record(entry)
-                )?;
+                let (applied, _) = write_step(shared, id, change, entry).await?;
                 Ok::<_, StoreError>(applied)
             }
             .instrument(span.clone())

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use troupe_core::bus::Delivery;
-use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange, TaskLedger};
+use troupe_core::ledger::{
+    Applied, EventKind, NewProgressEntry, ProgressEntry, SubtaskChange, TaskLedger,
+};
 use troupe_core::store::{StoreError, TaskUpdate};
 use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus, Usage};
 use troupe_core::{AgentId, SubtaskId};
@@ -105,6 +107,22 @@ pub(super) struct Driver {
     last_step: u64,
     /// For a taken-over task: the step of the checkpoint it resumes from.
     resumed_from: Option<u64>,
+}
+
+/// Writes a subtask change and the progress entry that tells of it, both for
+/// the entry's task and under its fence, at once: they usually share one
+/// commit (see [`Driver::apply_recorded`]).
+async fn write_step(
+    shared: &Shared,
+    id: &SubtaskId,
+    change: &SubtaskChange,
+    entry: NewProgressEntry,
+) -> Result<(Applied, ProgressEntry), StoreError> {
+    let (task, fence) = (entry.task_id, entry.fence);
+    tokio::try_join!(
+        shared.stores.tasks.update_subtask(task, id, change, fence),
+        shared.recorder.record(entry)
+    )
 }
 
 /// How a driver starts: a new task, or one taken over.
@@ -381,15 +399,7 @@ impl Driver {
             return Ok(false);
         }
         let entry = entry(self);
-        let task_id = self.ledger.id();
-        let shared = &self.shared;
-        let (stored, recorded) = tokio::try_join!(
-            shared
-                .stores
-                .tasks
-                .update_subtask(task_id, id, change, self.fence()),
-            shared.recorder.record(entry)
-        )?;
+        let (stored, recorded) = write_step(&self.shared, id, change, entry).await?;
         self.last_step = self.last_step.max(recorded.step);
         if stored == Applied::Unchanged {
             self.resync().await?;
