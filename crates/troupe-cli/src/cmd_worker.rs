@@ -3,6 +3,7 @@
 
 use anyhow::{Context as _, bail};
 use troupe::core::MessageId;
+use troupe::core::bus::unsupported;
 use troupe::core::role::{BuiltinRole, RoleInfo};
 use troupe::worker::WorkerPool;
 
@@ -63,7 +64,10 @@ pub(crate) async fn worker(args: WorkerArgs, settings: Settings) -> anyhow::Resu
 /// Prints the live workers of the bus's registry.
 pub(crate) async fn workers(args: BusArgs, settings: Settings) -> anyhow::Result<i32> {
     let bus = backend::bus(&settings).await?;
-    let mut workers = bus
+    let registry = bus
+        .worker_registry()
+        .ok_or_else(|| unsupported(bus.as_ref(), "worker registry"))?;
+    let mut workers = registry
         .workers()
         .await
         .context("cannot read the worker registry")?;
@@ -99,7 +103,9 @@ pub(crate) async fn workers(args: BusArgs, settings: Settings) -> anyhow::Result
 pub(crate) async fn dlq_list(args: DlqArgs, settings: Settings) -> anyhow::Result<i32> {
     let bus = backend::bus(&settings).await?;
     let dead = bus
-        .dead_letters(&args.topic)
+        .dead_letters()
+        .ok_or_else(|| unsupported(bus.as_ref(), "dead letters"))?
+        .list(&args.topic)
         .await
         .with_context(|| format!("cannot read the dead letters of {}", args.topic))?;
     if args.bus.json {
@@ -146,7 +152,9 @@ pub(crate) async fn dlq_requeue(args: DlqRequeueArgs, settings: Settings) -> any
     let bus = backend::bus(&settings).await?;
     let topic = &args.dlq.topic;
     let n = bus
-        .requeue_dead_letters(topic, (!ids.is_empty()).then_some(ids.as_slice()))
+        .dead_letters()
+        .ok_or_else(|| unsupported(bus.as_ref(), "dead letters"))?
+        .requeue(topic, (!ids.is_empty()).then_some(ids.as_slice()))
         .await
         .with_context(|| format!("cannot requeue the dead letters of {topic}"))?;
     println!("{n} dead letter(s) put back on {topic}");

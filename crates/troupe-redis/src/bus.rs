@@ -34,7 +34,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::Client;
 use redis::aio::ConnectionManager;
-use troupe_core::bus::{Bus, BusError, DeadLetter, Subscription, WorkerInfo};
+use troupe_core::bus::{
+    Bus, BusError, DeadLetter, DeadLetters, QueueDepth, Subscription, WorkerInfo, WorkerRegistry,
+};
 use troupe_core::envelope::Envelope;
 use troupe_core::{AgentId, MessageId};
 
@@ -250,7 +252,22 @@ impl Bus for RedisBus {
         )))
     }
 
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+
+    fn worker_registry(&self) -> Option<&dyn WorkerRegistry> {
+        Some(self)
+    }
+
+    fn queue_depth(&self) -> Option<&dyn QueueDepth> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for RedisBus {
+    async fn list(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
         Ok(self
             .stored_letters(topic)
             .await?
@@ -259,21 +276,7 @@ impl Bus for RedisBus {
             .collect())
     }
 
-    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
-        check_topic(topic)?;
-        let mut conn = self.inner.conn.clone();
-        let waiting: u64 = self
-            .inner
-            .scripts
-            .depth
-            .key(self.inner.keys.stream(topic))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| bus_error(&e))?;
-        Ok(Some(waiting))
-    }
-
-    async fn requeue_dead_letters(
+    async fn requeue(
         &self,
         topic: &str,
         ids: Option<&[MessageId]>,
@@ -310,12 +313,32 @@ impl Bus for RedisBus {
         }
         Ok(requeued)
     }
+}
 
+#[async_trait]
+impl WorkerRegistry for RedisBus {
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
         registry::heartbeat(&self.inner, info, ttl).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
         registry::workers(&self.inner).await
+    }
+}
+
+#[async_trait]
+impl QueueDepth for RedisBus {
+    async fn depth(&self, topic: &str) -> Result<u64, BusError> {
+        check_topic(topic)?;
+        let mut conn = self.inner.conn.clone();
+        let waiting: u64 = self
+            .inner
+            .scripts
+            .depth
+            .key(self.inner.keys.stream(topic))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| bus_error(&e))?;
+        Ok(waiting)
     }
 }

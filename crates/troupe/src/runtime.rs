@@ -30,8 +30,13 @@ const EVENT_BUFFER: usize = 4_096;
 /// How often the depth of this process's topics is read into the metrics.
 const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Keeps the queue-depth gauge of `topics` current until `shutdown`.
+/// Keeps the queue-depth gauge of `topics` current until `shutdown`, if the
+/// bus can tell its depth.
 async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: CancellationToken) {
+    let Some(depths) = bus.queue_depth() else {
+        tracing::info!(bus = bus.name(), "the bus cannot tell its queue depth; multiagent_queue_depth stays empty");
+        return;
+    };
     let mut tick = tokio::time::interval(QUEUE_SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -40,14 +45,13 @@ async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: Cancell
             _ = tick.tick() => {}
         }
         for topic in &topics {
-            match bus.depth(topic).await {
-                Ok(Some(depth)) => {
+            match depths.depth(topic).await {
+                Ok(depth) => {
                     // Gauges are f64; a depth beyond 2^53 is not a concern.
                     #[allow(clippy::cast_precision_loss)]
                     let depth = depth as f64;
                     ::metrics::gauge!(QUEUE_DEPTH, "topic" => topic_label(topic)).set(depth);
                 }
-                Ok(None) => return,
                 Err(e) => tracing::debug!(topic, error = %e, "could not read a queue's depth"),
             }
         }
@@ -58,10 +62,11 @@ async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: Cancell
 /// publishes retried by `[retry] bus`.
 pub(crate) fn wrap_bus(bus: Arc<dyn Bus>, config: &TroupeConfig) -> Arc<dyn Bus> {
     let retry = &config.retry.bus;
-    Arc::new(resilience::RetryingBus {
-        inner: Arc::new(ObservedBus::new(bus)),
-        policy: RetryPolicy::new(retry.max_attempts, retry.backoff.clone()),
-    })
+    let observed: Arc<dyn Bus> = Arc::new(ObservedBus::new(bus));
+    Arc::new(resilience::Retrying::new(
+        observed,
+        RetryPolicy::new(retry.max_attempts, retry.backoff.clone()),
+    ))
 }
 
 /// The runtime of one process: an orchestrator and the workers it hosts.
@@ -325,10 +330,10 @@ impl TroupeBuilder {
             .ok_or_else(|| TroupeError::Setup("no LLM provider: call .llm(...)".into()))?;
         let llm = resilience::compose(llm, self.fallbacks, &self.config.llm)
             .map_err(|e| TroupeError::Setup(e.to_string()))?;
-        let bus = wrap_bus(
-            self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default())),
-            &self.config,
-        );
+        // Capabilities (queue depth) are asked of the bus as given; the
+        // runtime sends and receives through the wrapped one.
+        let given = self.bus.unwrap_or_else(|| Arc::new(MemoryBus::default()));
+        let bus = wrap_bus(given.clone(), &self.config);
         let retry = &self.config.retry;
         let stores = resilience::retrying_stores(
             self.stores.unwrap_or_else(Stores::memory),
@@ -395,7 +400,7 @@ impl TroupeBuilder {
         let mut topics: Vec<String> = roles.iter().map(|r| topics::role(&r.role)).collect();
         topics.push(topics::inbox(&agent));
         handles.push(tokio::spawn(sample_queues(
-            bus.clone(),
+            given,
             topics,
             shutdown.clone(),
         )));

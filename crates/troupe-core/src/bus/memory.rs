@@ -22,7 +22,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::registry::WorkerTable;
-use super::{Acknowledger, Bus, BusError, DeadLetter, Delivery, Subscription, WorkerInfo};
+use super::{
+    Acknowledger, Bus, BusError, DeadLetter, DeadLetters, Delivery, QueueDepth, Subscription,
+    WorkerInfo, WorkerRegistry,
+};
 use crate::envelope::Envelope;
 use crate::ids::{AgentId, MessageId};
 
@@ -174,18 +177,6 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
-        let topics = lock(&self.shared.topics);
-        let waiting = topics.get(topic).map_or(0, |t| {
-            t.backlog.len()
-                + t.groups
-                    .values()
-                    .map(|g| lock(&g.state).ready.len())
-                    .sum::<usize>()
-        });
-        Ok(Some(u64::try_from(waiting).unwrap_or(u64::MAX)))
-    }
-
     async fn subscribe(
         &self,
         topic: &str,
@@ -227,7 +218,22 @@ impl Bus for MemoryBus {
         }))
     }
 
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        Some(self)
+    }
+
+    fn worker_registry(&self) -> Option<&dyn WorkerRegistry> {
+        Some(self)
+    }
+
+    fn queue_depth(&self) -> Option<&dyn QueueDepth> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryBus {
+    async fn list(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
         let topics = lock(&self.shared.topics);
         Ok(topics
             .get(topic)
@@ -235,7 +241,7 @@ impl Bus for MemoryBus {
             .unwrap_or_default())
     }
 
-    async fn requeue_dead_letters(
+    async fn requeue(
         &self,
         topic: &str,
         ids: Option<&[MessageId]>,
@@ -272,13 +278,31 @@ impl Bus for MemoryBus {
         }
         Ok(requeued)
     }
+}
 
+#[async_trait]
+impl WorkerRegistry for MemoryBus {
     async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
         self.shared.workers.refresh(info, ttl)
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
         Ok(self.shared.workers.live())
+    }
+}
+
+#[async_trait]
+impl QueueDepth for MemoryBus {
+    async fn depth(&self, topic: &str) -> Result<u64, BusError> {
+        let topics = lock(&self.shared.topics);
+        let waiting = topics.get(topic).map_or(0, |t| {
+            t.backlog.len()
+                + t.groups
+                    .values()
+                    .map(|g| lock(&g.state).ready.len())
+                    .sum::<usize>()
+        });
+        Ok(u64::try_from(waiting).unwrap_or(u64::MAX))
     }
 }
 
@@ -465,12 +489,12 @@ mod tests {
         assert_eq!(second.delivery_count, 2);
         // A late ack of the first delivery does not remove the second.
         first.ack().await.unwrap();
-        assert_eq!(bus.dead_letters("t").await.unwrap().len(), 0);
+        assert_eq!(bus.list("t").await.unwrap().len(), 0);
         tokio::time::advance(Duration::from_secs(11)).await;
         bus.publish("t", msg(2)).await.unwrap();
         let third = sub.next().await.unwrap();
         assert_eq!(third.envelope.attempt, Some(2));
-        let dead = bus.dead_letters("t").await.unwrap();
+        let dead = bus.list("t").await.unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].deliveries, 2);
     }

@@ -8,9 +8,11 @@
 //! group compete for them. A message published before any group exists waits
 //! for the first group, as in Redis Streams with a group created at `0`.
 //!
-//! Dead letters stay visible ([`Bus::dead_letters`]) and can be put back on
-//! their topic ([`Bus::requeue_dead_letters`]). Workers announce themselves
-//! with [`Bus::heartbeat`], and [`Bus::workers`] lists the live ones.
+//! [`Bus`] is the transport. What operators need besides is in capability
+//! traits a bus may offer: dead letters stay visible and can be put back on
+//! their topic ([`DeadLetters`]), workers announce themselves and are listed
+//! ([`WorkerRegistry`]), and topics tell how many messages wait
+//! ([`QueueDepth`]).
 
 mod memory;
 mod registry;
@@ -78,6 +80,14 @@ pub enum BusError {
     /// A name or argument the bus does not accept.
     #[error("invalid bus request: {0}")]
     Invalid(String),
+    /// The bus does not offer what was asked of it.
+    #[error("the {bus} bus has no {capability}")]
+    Unsupported {
+        /// The bus's name.
+        bus: String,
+        /// What it lacks (`dead letters`, `worker registry`, `queue depth`).
+        capability: &'static str,
+    },
 }
 
 impl BusError {
@@ -190,7 +200,17 @@ pub trait Subscription: Send {
     async fn next(&mut self) -> Result<Delivery, BusError>;
 }
 
-/// A message bus. Share one as `Arc<dyn Bus>`.
+/// A message bus: transport only. Share one as `Arc<dyn Bus>`.
+///
+/// What an operator needs besides sending and receiving is a separate
+/// capability trait that a bus may offer: [`DeadLetters`], [`WorkerRegistry`]
+/// and [`QueueDepth`], reached through [`dead_letters`](Bus::dead_letters),
+/// [`worker_registry`](Bus::worker_registry) and
+/// [`queue_depth`](Bus::queue_depth). A bus that does not offer one says so
+/// (`None`), and whoever asked tells the user, instead of acting on an empty
+/// answer. Decorators (retries, observation) implement only `name`,
+/// `publish` and `subscribe`; the runtime asks the bus it was given, not the
+/// decorated one, for capabilities.
 ///
 /// ```
 /// use troupe_core::bus::{Bus, MemoryBus};
@@ -209,6 +229,10 @@ pub trait Subscription: Send {
 /// assert_eq!(delivery.envelope, msg);
 /// assert_eq!(delivery.delivery_count, 1);
 /// delivery.ack().await.unwrap(); // without this, it would be delivered again
+///
+/// // The memory bus keeps dead letters and a worker registry.
+/// assert!(bus.dead_letters().is_some());
+/// assert!(bus.worker_registry().is_some());
 /// # });
 /// ```
 #[async_trait]
@@ -227,15 +251,48 @@ pub trait Bus: Send + Sync {
         consumer: &AgentId,
     ) -> Result<Box<dyn Subscription>, BusError>;
 
-    /// The dead letters of `topic`, oldest first.
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError>;
-
-    /// Messages of `topic` waiting to be delivered (summed over its consumer
-    /// groups), or `None` if this bus cannot tell. For metrics.
-    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
-        let _ = topic;
-        Ok(None)
+    /// The bus's dead letters, if it keeps them where they can be listed
+    /// and put back.
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        None
     }
+
+    /// The bus's registry of live workers, if it keeps one.
+    fn worker_registry(&self) -> Option<&dyn WorkerRegistry> {
+        None
+    }
+
+    /// How many messages wait on a topic, if the bus can tell.
+    fn queue_depth(&self) -> Option<&dyn QueueDepth> {
+        None
+    }
+}
+
+/// A capability a bus does not offer, as an error for whoever needed it.
+pub fn unsupported(bus: &dyn Bus, capability: &'static str) -> BusError {
+    BusError::Unsupported {
+        bus: bus.name().to_owned(),
+        capability,
+    }
+}
+
+/// Messages set aside after too many deliveries or as unreadable: listed,
+/// and put back on their topic by an operator.
+///
+/// ```
+/// use troupe_core::bus::{Bus, MemoryBus};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let bus = MemoryBus::default();
+/// let dead = bus.dead_letters().expect("the memory bus keeps dead letters");
+/// assert!(dead.list("jobs").await.unwrap().is_empty());
+/// assert_eq!(dead.requeue("jobs", None).await.unwrap(), 0);
+/// # });
+/// ```
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// The dead letters of `topic`, oldest first.
+    async fn list(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError>;
 
     /// Puts dead letters of `topic` back on it, each for the consumer group
     /// that gave up on it (other groups do not see it again), with a fresh
@@ -244,33 +301,83 @@ pub trait Bus: Send + Sync {
     /// of them. Returns how many were put back; ids that name no dead letter
     /// are skipped, and so are dead letters that hold no readable message
     /// (set aside as malformed): there is nothing to deliver.
-    ///
-    /// The default refuses: a bus that cannot requeue says so.
-    async fn requeue_dead_letters(
-        &self,
-        topic: &str,
-        ids: Option<&[MessageId]>,
-    ) -> Result<usize, BusError> {
-        let _ = (topic, ids);
-        Err(BusError::Invalid(format!(
-            "the {} bus does not support requeueing dead letters",
-            self.name()
-        )))
-    }
+    async fn requeue(&self, topic: &str, ids: Option<&[MessageId]>) -> Result<usize, BusError>;
+}
 
+/// Who is consuming, and how busy: each worker refreshes its entry with
+/// [`heartbeat`](WorkerRegistry::heartbeat) well inside a time to live.
+///
+/// ```
+/// use std::time::Duration;
+/// use troupe_core::bus::{Bus, MemoryBus, WorkerInfo};
+/// use troupe_core::AgentId;
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let bus = MemoryBus::default();
+/// let registry = bus.worker_registry().expect("the memory bus keeps a registry");
+/// let me = WorkerInfo::new(AgentId::new("writer-1").unwrap(), "writer", 4, "localhost");
+/// registry.heartbeat(&me, Duration::from_secs(30)).await.unwrap();
+/// assert_eq!(registry.workers().await.unwrap(), vec![me]);
+/// # });
+/// ```
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync {
     /// Registers a worker, or refreshes its entry: it stays listed by
-    /// [`workers`](Bus::workers) for `ttl` after this call unless refreshed
-    /// again (a `ttl` under 1 ms is refused as [`BusError::Invalid`]). The
-    /// default keeps no registry and does nothing.
-    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
-        let _ = (info, ttl);
-        Ok(())
-    }
+    /// [`workers`](WorkerRegistry::workers) for `ttl` after this call unless
+    /// refreshed again (a `ttl` under 1 ms is refused as [`BusError::Invalid`]).
+    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError>;
 
     /// The workers whose last heartbeat has not expired, ordered by agent id.
-    /// The default keeps no registry and lists none.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
-        Ok(Vec::new())
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError>;
+}
+
+/// How many messages wait on a topic: for metrics and scaling.
+///
+/// ```
+/// use troupe_core::bus::{Bus, MemoryBus};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let bus = MemoryBus::default();
+/// let depth = bus.queue_depth().expect("the memory bus can tell");
+/// assert_eq!(depth.depth("jobs").await.unwrap(), 0);
+/// # });
+/// ```
+#[async_trait]
+pub trait QueueDepth: Send + Sync {
+    /// Messages of `topic` waiting to be delivered, summed over its consumer
+    /// groups.
+    async fn depth(&self, topic: &str) -> Result<u64, BusError>;
+}
+
+#[async_trait]
+impl<B: Bus + ?Sized> Bus for Arc<B> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn publish(&self, topic: &str, envelope: Envelope) -> Result<(), BusError> {
+        (**self).publish(topic, envelope).await
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &str,
+        group: &str,
+        consumer: &AgentId,
+    ) -> Result<Box<dyn Subscription>, BusError> {
+        (**self).subscribe(topic, group, consumer).await
+    }
+
+    fn dead_letters(&self) -> Option<&dyn DeadLetters> {
+        (**self).dead_letters()
+    }
+
+    fn worker_registry(&self) -> Option<&dyn WorkerRegistry> {
+        (**self).worker_registry()
+    }
+
+    fn queue_depth(&self) -> Option<&dyn QueueDepth> {
+        (**self).queue_depth()
     }
 }
 

@@ -1,9 +1,9 @@
 //! The worker registry kept on the bus: who is consuming, and how busy.
 //!
 //! Each worker process refreshes its [`WorkerInfo`] with
-//! [`Bus::heartbeat`](super::Bus::heartbeat) well inside a time to live; an
+//! [`WorkerRegistry::heartbeat`](super::WorkerRegistry::heartbeat) well inside a time to live; an
 //! entry not refreshed within its time to live drops out of
-//! [`Bus::workers`](super::Bus::workers). The registry is for operators and
+//! [`WorkerRegistry::workers`](super::WorkerRegistry::workers). The registry is for operators and
 //! metrics (who is up, with what capacity); liveness of a message is still the
 //! bus's visibility timeout, never this registry.
 //!

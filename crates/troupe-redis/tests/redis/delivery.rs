@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use troupe_core::AgentId;
-use troupe_core::bus::Bus;
+use troupe_core::bus::{Bus, DeadLetters, QueueDepth};
 use troupe_redis::RedisBusConfig;
 use troupe_testkit::conformance::bus::sample_envelope;
 
@@ -159,7 +159,7 @@ async fn deliveries_that_keep_timing_out_end_in_the_dead_letters() {
         // Never acked: it times out.
     }
     nothing_within(&mut sub, config.visibility_timeout * 3, "after the last").await;
-    let dead = bus.dead_letters(&t).await.unwrap();
+    let dead = bus.list(&t).await.unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].envelope, sent);
     assert_eq!(dead[0].deliveries, config.max_deliveries);
@@ -204,22 +204,22 @@ async fn depth_counts_what_waits_in_every_group() {
     };
     let bus = env.bus().await;
     let t = topic("depth");
-    assert_eq!(bus.depth(&t).await.unwrap(), Some(0));
+    assert_eq!(bus.depth(&t).await.unwrap(), 0);
     for n in 0..3 {
         bus.publish(&t, sample_envelope(n)).await.unwrap();
     }
-    assert_eq!(bus.depth(&t).await.unwrap(), Some(3), "before any group");
+    assert_eq!(bus.depth(&t).await.unwrap(), 3, "before any group");
     let mut a = bus.subscribe(&t, "a", &consumer("c-1")).await.unwrap();
     let _b = bus.subscribe(&t, "b", &consumer("c-2")).await.unwrap();
     // Group b came later: it waits for what is published from now on.
-    assert_eq!(bus.depth(&t).await.unwrap(), Some(3));
+    assert_eq!(bus.depth(&t).await.unwrap(), 3);
     let d = next_within(&mut a, Duration::from_secs(2), "a").await;
     d.ack().await.unwrap();
-    assert_eq!(bus.depth(&t).await.unwrap(), Some(2));
+    assert_eq!(bus.depth(&t).await.unwrap(), 2);
     bus.publish(&t, sample_envelope(9)).await.unwrap();
     assert_eq!(
         bus.depth(&t).await.unwrap(),
-        Some(4),
+        4,
         "one more in each group"
     );
     env.cleanup().await;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use troupe_core::AgentId;
-use troupe_core::bus::{Bus, BusError};
+use troupe_core::bus::{Bus, BusError, DeadLetters};
 use troupe_redis::{RedisBus, RedisBusConfig};
 use troupe_testkit::conformance::bus::sample_envelope;
 
@@ -109,7 +109,7 @@ async fn the_bus_survives_a_redis_restart_without_persistence() {
         }
     }
     assert_eq!(receiver.await.unwrap(), sent);
-    assert_eq!(bus.dead_letters(&t).await.unwrap(), vec![]);
+    assert_eq!(bus.list(&t).await.unwrap(), vec![]);
 }
 
 #[tokio::test]

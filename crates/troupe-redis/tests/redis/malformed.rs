@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 use troupe_core::AgentId;
-use troupe_core::bus::{Bus, BusError, Subscription};
+use troupe_core::bus::{Bus, BusError, DeadLetters, Subscription};
 use troupe_core::envelope::MessageKind;
 use troupe_testkit::conformance::bus::sample_envelope;
 
@@ -59,7 +59,7 @@ async fn a_malformed_entry_is_set_aside_and_the_consumer_goes_on() {
     assert_eq!(d.envelope, good);
     d.ack().await.unwrap();
 
-    let dead = bus.dead_letters(&t).await.unwrap();
+    let dead = bus.list(&t).await.unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
     for letter in &dead {
         assert_eq!(letter.group, "g");
@@ -76,10 +76,10 @@ async fn a_malformed_entry_is_set_aside_and_the_consumer_goes_on() {
         dead[0].envelope.payload
     );
     // Listing twice shows the same stand-ins.
-    let again = bus.dead_letters(&t).await.unwrap();
+    let again = bus.list(&t).await.unwrap();
     assert_eq!(again, dead);
     // There is nothing to deliver in them: requeueing leaves them.
-    assert_eq!(bus.requeue_dead_letters(&t, None).await.unwrap(), 0);
-    assert_eq!(bus.dead_letters(&t).await.unwrap().len(), 2);
+    assert_eq!(bus.requeue(&t, None).await.unwrap(), 0);
+    assert_eq!(bus.list(&t).await.unwrap().len(), 2);
     env.cleanup().await;
 }

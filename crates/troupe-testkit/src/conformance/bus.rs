@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::time::timeout;
-use troupe_core::bus::{Bus, Delivery, Subscription, WorkerInfo};
+use troupe_core::bus::{Bus, DeadLetters, Delivery, Subscription, WorkerInfo, WorkerRegistry};
 use troupe_core::envelope::{Envelope, MessageKind};
 use troupe_core::{AgentId, MessageId, SubtaskId, TaskId};
 
@@ -46,6 +46,18 @@ pub struct BusSuite {
 
 fn topic(check: &str) -> String {
     format!("conformance.{check}.{}", MessageId::new())
+}
+
+/// The bus's dead letters, which the checks that use them require.
+fn dead<'a>(bus: &'a Arc<dyn Bus>, check: &str) -> &'a dyn DeadLetters {
+    bus.dead_letters()
+        .unwrap_or_else(|| panic!("{check}: the {} bus offers no dead letters", bus.name()))
+}
+
+/// The bus's worker registry, which the checks that use it require.
+fn registry<'a>(bus: &'a Arc<dyn Bus>, check: &str) -> &'a dyn WorkerRegistry {
+    bus.worker_registry()
+        .unwrap_or_else(|| panic!("{check}: the {} bus offers no worker registry", bus.name()))
 }
 
 fn consumer(n: u32) -> AgentId {
@@ -290,7 +302,7 @@ impl BusSuite {
         }
         self.nothing_within(&mut sub, self.visibility_timeout * 2, check)
             .await;
-        let dead = bus.dead_letters(&t).await.unwrap();
+        let dead = dead(&bus, check).list(&t).await.unwrap();
         assert_eq!(dead.len(), 1, "{check}: {dead:?}");
         assert_eq!(dead[0].envelope, sent, "{check}");
         assert_eq!(dead[0].deliveries, self.max_deliveries, "{check}");
@@ -306,7 +318,7 @@ impl BusSuite {
         d.dead_letter("payload is not a task_assign").await.unwrap();
         self.nothing_within(&mut sub, self.visibility_timeout * 2, check)
             .await;
-        let dead = bus.dead_letters(&t).await.unwrap();
+        let dead = dead(&bus, check).list(&t).await.unwrap();
         assert_eq!(dead.len(), 1, "{check}");
         assert!(
             dead[0].reason.contains("not a task_assign"),
@@ -334,14 +346,13 @@ impl BusSuite {
             assert_eq!(d.envelope.id, e.id, "{check}");
             d.dead_letter("cannot handle it yet").await.unwrap();
         }
-        assert_eq!(bus.dead_letters(&t).await.unwrap().len(), 3, "{check}");
+        assert_eq!(dead(&bus, check).list(&t).await.unwrap().len(), 3, "{check}");
 
         let unknown = [MessageId::new()];
-        let n = bus.requeue_dead_letters(&t, Some(&unknown)).await.unwrap();
+        let n = dead(&bus, check).requeue(&t, Some(&unknown)).await.unwrap();
         assert_eq!(n, 0, "{check}: requeued a dead letter nobody named");
 
-        let n = bus
-            .requeue_dead_letters(&t, Some(&[sent[1].id]))
+        let n = dead(&bus, check).requeue(&t, Some(&[sent[1].id]))
             .await
             .unwrap();
         assert_eq!(n, 1, "{check}: requeueing one by id");
@@ -352,7 +363,7 @@ impl BusSuite {
             "{check}: a requeued message starts afresh"
         );
         d.ack().await.unwrap();
-        let left = bus.dead_letters(&t).await.unwrap();
+        let left = dead(&bus, check).list(&t).await.unwrap();
         let left: Vec<_> = left.iter().map(|l| l.envelope.id).collect();
         assert_eq!(
             left,
@@ -360,16 +371,16 @@ impl BusSuite {
             "{check}: dead letters left"
         );
 
-        let n = bus.requeue_dead_letters(&t, None).await.unwrap();
+        let n = dead(&bus, check).requeue(&t, None).await.unwrap();
         assert_eq!(n, 2, "{check}: requeueing all");
         for e in [&sent[0], &sent[2]] {
             let d = self.next(&mut sub, check).await;
             assert_eq!(d.envelope.id, e.id, "{check}: requeued out of order");
             d.ack().await.unwrap();
         }
-        assert!(bus.dead_letters(&t).await.unwrap().is_empty(), "{check}");
+        assert!(dead(&bus, check).list(&t).await.unwrap().is_empty(), "{check}");
         assert_eq!(
-            bus.requeue_dead_letters(&t, None).await.unwrap(),
+            dead(&bus, check).requeue(&t, None).await.unwrap(),
             0,
             "{check}"
         );
@@ -392,16 +403,16 @@ impl BusSuite {
         };
         let mut a = WorkerInfo::new(short.clone(), "writer", 4, "host-a");
         let b = WorkerInfo::new(long.clone(), "researcher", 2, "host-b");
-        bus.heartbeat(&a, ttl).await.unwrap();
-        bus.heartbeat(&b, ttl * 20).await.unwrap();
+        registry(&bus, check).heartbeat(&a, ttl).await.unwrap();
+        registry(&bus, check).heartbeat(&b, ttl * 20).await.unwrap();
         let mut expected = vec![a.clone(), b.clone()];
         expected.sort_by(|x, y| x.agent.cmp(&y.agent));
-        assert_eq!(mine(bus.workers().await.unwrap()), expected, "{check}");
+        assert_eq!(mine(registry(&bus, check).workers().await.unwrap()), expected, "{check}");
 
         a.busy = 3;
         a.last_seen = troupe_core::time::now();
-        bus.heartbeat(&a, ttl).await.unwrap();
-        let listed = mine(bus.workers().await.unwrap());
+        registry(&bus, check).heartbeat(&a, ttl).await.unwrap();
+        let listed = mine(registry(&bus, check).workers().await.unwrap());
         assert_eq!(
             listed.len(),
             2,
@@ -410,7 +421,7 @@ impl BusSuite {
         assert!(listed.contains(&a), "{check}: the refresh was not kept");
 
         tokio::time::sleep(ttl * 2).await;
-        let listed = mine(bus.workers().await.unwrap());
+        let listed = mine(registry(&bus, check).workers().await.unwrap());
         assert_eq!(
             listed,
             vec![b],

@@ -23,7 +23,7 @@ pub(crate) use circuit::Circuit;
 pub use circuit::CircuitState;
 pub use fallback::FallbackLlm;
 pub use policy::{RetryPolicy, Retryable};
-pub(crate) use retrying::{RetryingBus, retrying_stores};
+pub(crate) use retrying::{Retrying, retrying_stores};
 pub use stack::{NoRuntime, ResilientLlm, resilient};
 pub use tokens::{TokenBudget, TokenBudgetLayer};
 

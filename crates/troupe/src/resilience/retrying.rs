@@ -1,6 +1,9 @@
-//! Store and bus operations retried by a [`RetryPolicy`] when they fail for
-//! a passing reason (`is_retryable`: the database or broker unavailable, a
-//! queue full). Permanent errors pass through at once.
+//! [`Retrying`]: one wrapper that retries the operations of a store or a bus
+//! by a [`RetryPolicy`] when they fail for a passing reason (`is_retryable`:
+//! the database or broker unavailable, a queue full). Permanent errors pass
+//! through at once. It implements each seam it wraps, and only the seam's
+//! own operations: a bus's capabilities (dead letters, registry, depth) are
+//! asked of the bus itself, not of this wrapper.
 //!
 //! Retrying a write is safe here because the runtime's writes are keyed:
 //! subtask changes and plan revisions apply once; a task created by an
@@ -9,9 +12,10 @@
 //! be appended twice: the ledger then shows one step twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use troupe_core::bus::{Bus, BusError, DeadLetter, Subscription};
+use troupe_core::bus::{Bus, BusError, Subscription};
 use troupe_core::envelope::Envelope;
 use troupe_core::ledger::{Applied, NewProgressEntry, ProgressEntry, SubtaskChange};
 use troupe_core::store::{
@@ -21,12 +25,34 @@ use troupe_core::store::{
 use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary};
 use troupe_core::{AgentId, SubtaskId, TaskId};
 
-use super::RetryPolicy;
+use super::{RetryPolicy, Retryable};
 
-fn log_retry<E: std::fmt::Display>(what: &'static str) -> impl FnMut(u32, &E, std::time::Duration) {
-    move |attempt, e, wait| {
-        tracing::warn!(operation = what, attempt, error = %e,
-            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), "operation failed; retrying");
+/// `inner` with its operations retried by `policy`.
+pub(crate) struct Retrying<T: ?Sized> {
+    inner: Arc<T>,
+    policy: RetryPolicy,
+}
+
+impl<T: ?Sized> Retrying<T> {
+    pub(crate) fn new(inner: Arc<T>, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    /// Runs `op` (named `what` in the log) until it succeeds, fails for good,
+    /// or the policy gives up. `op` gets the attempt number, from 1.
+    async fn retry<V, E, F, Fut>(&self, what: &'static str, op: F) -> Result<V, E>
+    where
+        E: Retryable + std::fmt::Display,
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        self.policy
+            .run(op, |attempt, e: &E, wait: Duration| {
+                tracing::warn!(operation = what, attempt, error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "operation failed; retrying");
+            })
+            .await
     }
 }
 
@@ -45,66 +71,40 @@ async fn applied_once(
 /// `stores` with every operation retried by `policy`.
 pub(crate) fn retrying_stores(stores: Stores, policy: RetryPolicy) -> Stores {
     Stores {
-        tasks: Arc::new(RetryingTasks {
-            inner: stores.tasks,
-            policy: policy.clone(),
-        }),
-        progress: Arc::new(RetryingProgress {
-            inner: stores.progress,
-            policy: policy.clone(),
-        }),
-        leases: Arc::new(RetryingLeases {
-            inner: stores.leases,
-            policy: policy.clone(),
-        }),
-        checkpoints: Arc::new(RetryingCheckpoints {
-            inner: stores.checkpoints,
-            policy,
-        }),
+        tasks: Arc::new(Retrying::new(stores.tasks, policy.clone())),
+        progress: Arc::new(Retrying::new(stores.progress, policy.clone())),
+        leases: Arc::new(Retrying::new(stores.leases, policy.clone())),
+        checkpoints: Arc::new(Retrying::new(stores.checkpoints, policy)),
     }
-}
-
-struct RetryingTasks {
-    inner: Arc<dyn TaskStore>,
-    policy: RetryPolicy,
 }
 
 #[async_trait]
-impl TaskStore for RetryingTasks {
+impl TaskStore for Retrying<dyn TaskStore> {
     async fn create_task(&self, task: &TaskRecord) -> Result<(), StoreError> {
-        self.policy
-            .run(
-                |attempt| async move {
-                    match self.inner.create_task(task).await {
-                        // An earlier attempt wrote it and its answer was lost.
-                        Err(StoreError::Conflict(_)) if attempt > 1 => Ok(()),
-                        other => other,
-                    }
-                },
-                log_retry("create_task"),
-            )
-            .await
+        self.retry("create_task", |attempt| async move {
+            match self.inner.create_task(task).await {
+                // An earlier attempt wrote it and its answer was lost.
+                Err(StoreError::Conflict(_)) if attempt > 1 => Ok(()),
+                other => other,
+            }
+        })
+        .await
     }
 
     async fn get_task(&self, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.policy
-            .run(|_| self.inner.get_task(id), log_retry("get_task"))
-            .await
+        self.retry("get_task", |_| self.inner.get_task(id)).await
     }
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<Vec<TaskSummary>, StoreError> {
-        self.policy
-            .run(|_| self.inner.list_tasks(query), log_retry("list_tasks"))
+        self.retry("list_tasks", |_| self.inner.list_tasks(query))
             .await
     }
 
     async fn update_task(&self, id: TaskId, update: &TaskUpdate) -> Result<Applied, StoreError> {
-        self.policy
-            .run(
-                |attempt| applied_once(attempt, self.inner.update_task(id, update)),
-                log_retry("update_task"),
-            )
-            .await
+        self.retry("update_task", |attempt| {
+            applied_once(attempt, self.inner.update_task(id, update))
+        })
+        .await
     }
 
     async fn save_plan(
@@ -114,12 +114,10 @@ impl TaskStore for RetryingTasks {
         facts: &[String],
         subtasks: &[SubtaskRecord],
     ) -> Result<(), StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.save_plan(id, revision, facts, subtasks),
-                log_retry("save_plan"),
-            )
-            .await
+        self.retry("save_plan", |_| {
+            self.inner.save_plan(id, revision, facts, subtasks)
+        })
+        .await
     }
 
     async fn update_subtask(
@@ -129,30 +127,20 @@ impl TaskStore for RetryingTasks {
         change: &SubtaskChange,
         fence: Option<u64>,
     ) -> Result<Applied, StoreError> {
-        self.policy
-            .run(
-                |attempt| {
-                    applied_once(
-                        attempt,
-                        self.inner.update_subtask(id, subtask, change, fence),
-                    )
-                },
-                log_retry("update_subtask"),
+        self.retry("update_subtask", |attempt| {
+            applied_once(
+                attempt,
+                self.inner.update_subtask(id, subtask, change, fence),
             )
-            .await
+        })
+        .await
     }
 }
 
-struct RetryingProgress {
-    inner: Arc<dyn ProgressStore>,
-    policy: RetryPolicy,
-}
-
 #[async_trait]
-impl ProgressStore for RetryingProgress {
+impl ProgressStore for Retrying<dyn ProgressStore> {
     async fn append(&self, entry: NewProgressEntry) -> Result<ProgressEntry, StoreError> {
-        self.policy
-            .run(|_| self.inner.append(entry.clone()), log_retry("append"))
+        self.retry("append", |_| self.inner.append(entry.clone()))
             .await
     }
 
@@ -162,36 +150,23 @@ impl ProgressStore for RetryingProgress {
         after_step: u64,
         limit: usize,
     ) -> Result<Vec<ProgressEntry>, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.entries(task, after_step, limit),
-                log_retry("entries"),
-            )
+        self.retry("entries", |_| self.inner.entries(task, after_step, limit))
             .await
     }
 }
 
-/// Leases with retries. An acquisition whose answer was lost looks, on the
-/// retry, like a lease held by someone (`None`): the task is then taken again
-/// once that lease lapses, which costs time, not correctness.
-struct RetryingLeases {
-    inner: Arc<dyn LeaseStore>,
-    policy: RetryPolicy,
-}
-
+/// An acquisition whose answer was lost looks, on the retry, like a lease
+/// held by someone (`None`): the task is then taken again once that lease
+/// lapses, which costs time, not correctness.
 #[async_trait]
-impl LeaseStore for RetryingLeases {
+impl LeaseStore for Retrying<dyn LeaseStore> {
     async fn acquire(
         &self,
         task: TaskId,
         owner: &AgentId,
-        ttl: std::time::Duration,
+        ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.acquire(task, owner, ttl),
-                log_retry("acquire_lease"),
-            )
+        self.retry("acquire_lease", |_| self.inner.acquire(task, owner, ttl))
             .await
     }
 
@@ -199,93 +174,53 @@ impl LeaseStore for RetryingLeases {
         &self,
         owner: &AgentId,
         held: &[(TaskId, u64)],
-        ttl: std::time::Duration,
+        ttl: Duration,
     ) -> Result<Vec<TaskId>, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.renew(owner, held, ttl),
-                log_retry("renew_leases"),
-            )
+        self.retry("renew_leases", |_| self.inner.renew(owner, held, ttl))
             .await
     }
 
     async fn release(&self, task: TaskId, owner: &AgentId, epoch: u64) -> Result<(), StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.release(task, owner, epoch),
-                log_retry("release_lease"),
-            )
+        self.retry("release_lease", |_| self.inner.release(task, owner, epoch))
             .await
     }
 
-    async fn orphaned(
-        &self,
-        grace: std::time::Duration,
-        limit: usize,
-    ) -> Result<Vec<TaskId>, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.orphaned(grace, limit),
-                log_retry("orphaned_tasks"),
-            )
+    async fn orphaned(&self, grace: Duration, limit: usize) -> Result<Vec<TaskId>, StoreError> {
+        self.retry("orphaned_tasks", |_| self.inner.orphaned(grace, limit))
             .await
     }
-}
-
-struct RetryingCheckpoints {
-    inner: Arc<dyn CheckpointStore>,
-    policy: RetryPolicy,
 }
 
 #[async_trait]
-impl CheckpointStore for RetryingCheckpoints {
+impl CheckpointStore for Retrying<dyn CheckpointStore> {
     async fn save_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.save_checkpoint(checkpoint),
-                log_retry("save_checkpoint"),
-            )
-            .await
+        self.retry("save_checkpoint", |_| {
+            self.inner.save_checkpoint(checkpoint)
+        })
+        .await
     }
 
     async fn latest_checkpoint(&self, task: TaskId) -> Result<Option<Checkpoint>, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.latest_checkpoint(task),
-                log_retry("latest_checkpoint"),
-            )
+        self.retry("latest_checkpoint", |_| self.inner.latest_checkpoint(task))
             .await
     }
 
     async fn prune_checkpoints(&self) -> Result<u64, StoreError> {
-        self.policy
-            .run(
-                |_| self.inner.prune_checkpoints(),
-                log_retry("prune_checkpoints"),
-            )
+        self.retry("prune_checkpoints", |_| self.inner.prune_checkpoints())
             .await
     }
 }
 
-/// A bus whose publishes are retried by a policy; the rest passes through
-/// (consumers already retry their receives).
-pub(crate) struct RetryingBus {
-    pub(crate) inner: Arc<dyn Bus>,
-    pub(crate) policy: RetryPolicy,
-}
-
+/// Publishes and subscriptions are retried; receiving is not (consumers
+/// already retry their receives).
 #[async_trait]
-impl Bus for RetryingBus {
+impl Bus for Retrying<dyn Bus> {
     fn name(&self) -> &str {
         self.inner.name()
     }
 
     async fn publish(&self, topic: &str, envelope: Envelope) -> Result<(), BusError> {
-        self.policy
-            .run(
-                |_| self.inner.publish(topic, envelope.clone()),
-                log_retry("publish"),
-            )
+        self.retry("publish", |_| self.inner.publish(topic, envelope.clone()))
             .await
     }
 
@@ -295,39 +230,7 @@ impl Bus for RetryingBus {
         group: &str,
         consumer: &AgentId,
     ) -> Result<Box<dyn Subscription>, BusError> {
-        self.policy
-            .run(
-                |_| self.inner.subscribe(topic, group, consumer),
-                log_retry("subscribe"),
-            )
+        self.retry("subscribe", |_| self.inner.subscribe(topic, group, consumer))
             .await
-    }
-
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
-        self.inner.dead_letters(topic).await
-    }
-
-    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
-        self.inner.depth(topic).await
-    }
-
-    async fn requeue_dead_letters(
-        &self,
-        topic: &str,
-        ids: Option<&[troupe_core::MessageId]>,
-    ) -> Result<usize, BusError> {
-        self.inner.requeue_dead_letters(topic, ids).await
-    }
-
-    async fn heartbeat(
-        &self,
-        info: &troupe_core::bus::WorkerInfo,
-        ttl: std::time::Duration,
-    ) -> Result<(), BusError> {
-        self.inner.heartbeat(info, ttl).await
-    }
-
-    async fn workers(&self) -> Result<Vec<troupe_core::bus::WorkerInfo>, BusError> {
-        self.inner.workers().await
     }
 }

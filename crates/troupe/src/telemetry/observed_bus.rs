@@ -1,12 +1,13 @@
 //! [`ObservedBus`]: any bus, with a span, a debug event and metrics for every
 //! send and receive, and the sender's trace context put into each envelope.
+//! It observes the transport only: ask the bus it wraps for its capabilities.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tracing::Instrument as _;
 use troupe_core::AgentId;
-use troupe_core::bus::{Bus, BusError, DeadLetter, Delivery, Subscription};
+use troupe_core::bus::{Bus, BusError, Delivery, Subscription};
 use troupe_core::envelope::Envelope;
 
 use super::metrics::{MESSAGE_LATENCY_SECONDS, MESSAGES_TOTAL, topic_label};
@@ -94,34 +95,6 @@ impl Bus for ObservedBus {
             system: self.inner.name().to_owned(),
             topic_label: topic_label(topic),
         }))
-    }
-
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
-        self.inner.dead_letters(topic).await
-    }
-
-    async fn depth(&self, topic: &str) -> Result<Option<u64>, BusError> {
-        self.inner.depth(topic).await
-    }
-
-    async fn requeue_dead_letters(
-        &self,
-        topic: &str,
-        ids: Option<&[troupe_core::MessageId]>,
-    ) -> Result<usize, BusError> {
-        self.inner.requeue_dead_letters(topic, ids).await
-    }
-
-    async fn heartbeat(
-        &self,
-        info: &troupe_core::bus::WorkerInfo,
-        ttl: std::time::Duration,
-    ) -> Result<(), BusError> {
-        self.inner.heartbeat(info, ttl).await
-    }
-
-    async fn workers(&self) -> Result<Vec<troupe_core::bus::WorkerInfo>, BusError> {
-        self.inner.workers().await
     }
 }
 

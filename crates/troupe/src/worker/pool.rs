@@ -97,7 +97,9 @@ impl WorkerPool {
                 "a worker needs a concurrency of at least 1".into(),
             ));
         }
-        let bus = wrap_bus(bus, config);
+        // The registry is asked of the bus as given; subtasks go through the wrapped one.
+        let given = bus;
+        let bus = wrap_bus(given.clone(), config);
         let agent = AgentId::unique(role.role.as_str());
         let busy = Arc::new(AtomicU32::new(0));
         let mut workers = config.workers.clone();
@@ -125,7 +127,7 @@ impl WorkerPool {
             last_seen: now,
         };
         let heartbeat = tokio::spawn(heartbeat(
-            bus,
+            given,
             info,
             busy,
             workers.heartbeat,
@@ -177,6 +179,13 @@ async fn heartbeat(
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) {
+    let Some(registry) = bus.worker_registry() else {
+        tracing::warn!(
+            bus = bus.name(),
+            "the bus keeps no worker registry: this worker will not be listed by `troupe workers`"
+        );
+        return;
+    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -186,7 +195,7 @@ async fn heartbeat(
         }
         info.busy = busy.load(Ordering::Relaxed);
         info.last_seen = troupe_core::time::now();
-        if let Err(e) = bus.heartbeat(&info, every * 3).await {
+        if let Err(e) = registry.heartbeat(&info, every * 3).await {
             tracing::warn!(error = %e, "could not send the worker's heartbeat");
         }
     }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use troupe::Troupe;
 use troupe::worker::{Job, WorkError, WorkOutput, Worker, WorkerContext};
-use troupe_core::bus::{Bus, BusError, DeadLetter, MemoryBus, Subscription, topics};
+use troupe_core::bus::{Bus, BusError, DeadLetters, MemoryBus, Subscription, topics};
 use troupe_core::envelope::{Envelope, MessageKind};
 use troupe_core::ledger::EventKind;
 use troupe_core::llm::CallKind;
@@ -216,10 +216,6 @@ impl Bus for Duplicating {
         consumer: &AgentId,
     ) -> Result<Box<dyn Subscription>, BusError> {
         self.0.subscribe(topic, group, consumer).await
-    }
-
-    async fn dead_letters(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
-        self.0.dead_letters(topic).await
     }
 }
 
@@ -612,7 +608,7 @@ async fn forged_and_malformed_messages_are_set_aside() {
             .iter()
             .all(|s| s.result.as_deref() != Some("forged"))
     );
-    let dead = bus.dead_letters(&inbox).await.unwrap();
+    let dead = bus.list(&inbox).await.unwrap();
     assert_eq!(dead.len(), 2, "{dead:#?}");
     assert!(
         dead[0].reason.contains("malformed task_result"),
@@ -625,7 +621,7 @@ async fn forged_and_malformed_messages_are_set_aside() {
         dead[1].reason
     );
     let dead = bus
-        .dead_letters(&topics::role(&Role::new("writer").unwrap()))
+        .list(&topics::role(&Role::new("writer").unwrap()))
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);

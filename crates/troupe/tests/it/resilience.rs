@@ -749,14 +749,7 @@ impl troupe_core::bus::Bus for FlakyBus {
         consumer: &troupe_core::AgentId,
     ) -> Result<Box<dyn troupe_core::bus::Subscription>, troupe_core::bus::BusError> {
         self.inner.subscribe(topic, group, consumer).await
-    }
-    async fn dead_letters(
-        &self,
-        topic: &str,
-    ) -> Result<Vec<troupe_core::bus::DeadLetter>, troupe_core::bus::BusError> {
-        self.inner.dead_letters(topic).await
-    }
-}
+    }}
 
 #[tokio::test(start_paused = true)]
 async fn a_trial_call_dropped_midway_frees_the_half_open_slot() {
