@@ -16,6 +16,42 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+impl Command {
+    /// The `[backend]` flags this command was given, laid over the
+    /// configuration file and the environment.
+    pub(crate) fn backend_flags(&self) -> BackendArgs {
+        match self {
+            Command::Run(a) => a.backend.clone(),
+            Command::Serve(a) => a.backend.clone(),
+            Command::Bench(a) => a.backend.clone(),
+            Command::Worker(a) => a.backend.clone(),
+            Command::Workers(a) => a.flags(),
+            Command::Dlq(DlqCommand::List(a)) => a.bus.flags(),
+            Command::Dlq(DlqCommand::Requeue(a)) => a.dlq.bus.flags(),
+            Command::Tasks(TasksCommand::List(a)) => a.store.flags(),
+            Command::Tasks(TasksCommand::Show(a)) => a.store.flags(),
+        }
+    }
+}
+
+impl BusArgs {
+    fn flags(&self) -> BackendArgs {
+        BackendArgs {
+            bus: self.bus.clone(),
+            ..BackendArgs::default()
+        }
+    }
+}
+
+impl StoreArgs {
+    fn flags(&self) -> BackendArgs {
+        BackendArgs {
+            store: self.store.clone(),
+            ..BackendArgs::default()
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run one goal to its end in this process and print the answer.

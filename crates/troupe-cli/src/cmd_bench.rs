@@ -100,18 +100,17 @@ const GOALS: &[&str] = &[
     "Draft a polite email asking a customer to pay an overdue invoice",
 ];
 
-pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result<i32> {
+pub(crate) async fn bench(args: BenchArgs, mut settings: Settings) -> anyhow::Result<i32> {
     if args.tasks == 0 || args.concurrency == 0 {
         bail!("--tasks and --concurrency must be at least 1");
     }
-    let llm_spec = settings
+    // A benchmark measures Troupe, not a model: the mock unless told otherwise.
+    settings
         .backend
         .llm
-        .clone()
-        .unwrap_or_else(|| "mock".to_owned());
-    let llms = Llms::start(&llm_spec, &settings).await?;
-    let mut config = settings.runtime.clone();
-    llms.fit(&mut config);
+        .get_or_insert_with(|| "mock".to_owned());
+    let llms = Llms::start(&settings).await?;
+    let mut config = llms.config(&settings);
     // One goal (or one benchmark) in this process: leave other coordinators' tasks alone.
     config.coordinator.takeover = false;
     let bus = backend::bus(&settings).await?;
@@ -127,7 +126,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
             )
         }
     };
-    let stores = backend::stores(&store_url, &settings.postgres).await?;
+    let stores = backend::stores(&store_url, &settings).await?;
     let bus_label = bus.name().to_owned();
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
     let troupe = Arc::new(
@@ -179,7 +178,7 @@ pub(crate) async fn bench(args: BenchArgs, settings: Settings) -> anyhow::Result
         p90_ms: round(percentile(&ms, 0.90)),
         p99_ms: round(percentile(&ms, 0.99)),
         max_ms: round(ms.last().copied().unwrap_or(0.0)),
-        llm: llm_spec,
+        llm: settings.backend.llm.clone().unwrap_or_default(),
         store: store_label,
         bus: bus_label,
         plans,

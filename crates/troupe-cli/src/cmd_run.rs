@@ -20,10 +20,9 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let bus = backend::bus(&settings).await?;
     let host_workers = backend::bus_is_local(&settings) || args.workers;
     // The LLM first: a missing key or model should not leave an empty database behind.
-    let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
-    let stores = backend::stores(settings.store_url(), &settings.postgres).await?;
-    let mut config = settings.runtime.clone();
-    llms.fit(&mut config);
+    let llms = Llms::start(&settings).await?;
+    let stores = backend::stores(settings.store_url(), &settings).await?;
+    let mut config = llms.config(&settings);
     // One goal (or one benchmark) in this process: leave other coordinators' tasks alone.
     config.coordinator.takeover = false;
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;

@@ -67,10 +67,9 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let metrics = Metrics::install().map_err(anyhow::Error::msg)?;
     let bus = backend::bus(&settings).await?;
     let host_workers = backend::bus_is_local(&settings) || args.workers;
-    let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
-    let stores = backend::stores(settings.store_url(), &settings.postgres).await?;
-    let mut config = settings.runtime.clone();
-    llms.fit(&mut config);
+    let llms = Llms::start(&settings).await?;
+    let stores = backend::stores(settings.store_url(), &settings).await?;
+    let config = llms.config(&settings);
     let troupe = Arc::new(
         llms.builder()
             .bus(bus)

@@ -10,10 +10,9 @@ use troupe::core::task::{TaskRecord, TaskStatus};
 
 use crate::backend;
 use crate::cli::{ListArgs, ShowArgs};
-use crate::settings::DEFAULT_STORE;
+use crate::settings::Settings;
 
-pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Result<i32> {
-    let url = store.as_deref().unwrap_or(DEFAULT_STORE);
+pub(crate) async fn list(args: ListArgs, settings: Settings) -> anyhow::Result<i32> {
     let status = args
         .status
         .as_deref()
@@ -29,7 +28,7 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
         .as_deref()
         .map(str::parse::<TaskId>)
         .transpose()?;
-    let stores = backend::existing_stores(url).await?;
+    let stores = backend::existing_stores(&settings).await?;
     let tasks = stores
         .tasks
         .list_tasks(&TaskQuery {
@@ -63,15 +62,15 @@ pub(crate) async fn list(args: ListArgs, store: Option<String>) -> anyhow::Resul
     Ok(0)
 }
 
-pub(crate) async fn show(args: ShowArgs, store: Option<String>) -> anyhow::Result<i32> {
-    let url = store.as_deref().unwrap_or(DEFAULT_STORE);
+pub(crate) async fn show(args: ShowArgs, settings: Settings) -> anyhow::Result<i32> {
+    let url = settings.store_url();
     let id: TaskId = args.id.parse()?;
-    let stores = backend::existing_stores(url).await?;
+    let stores = backend::existing_stores(&settings).await?;
     let task = stores
         .tasks
         .get_task(id)
         .await?
-        .with_context(|| format!("no task {id} in {url}"))?;
+        .with_context(|| format!("no task {id} in {}", troupe::core::redact_url(url)))?;
     let mut progress = Vec::new();
     loop {
         let after = progress.last().map_or(0, |e: &ProgressEntry| e.step);

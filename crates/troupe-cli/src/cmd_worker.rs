@@ -34,14 +34,13 @@ pub(crate) async fn worker(args: WorkerArgs, settings: Settings) -> anyhow::Resu
     }
     let concurrency = args
         .concurrency
-        .unwrap_or(settings.runtime.workers.concurrency);
+        .unwrap_or(settings.runtime().workers.concurrency);
     if concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
     let bus = backend::bus(&settings).await?;
-    let llms = Llms::start(&backend::llm_spec(&settings), &settings).await?;
-    let mut config = settings.runtime.clone();
-    llms.fit(&mut config);
+    let llms = Llms::start(&settings).await?;
+    let config = llms.config(&settings);
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
     let (primary, fallbacks) = llms.providers();
     let worker = WorkerPool::builtin_worker(role, primary, fallbacks, &config)?;

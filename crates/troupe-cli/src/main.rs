@@ -25,10 +25,22 @@ const EXIT_USAGE: i32 = 2;
 
 fn main() {
     let cli = Cli::parse();
+    // The configuration is read once, before anything else, so that a bad
+    // key or value stops the command with a clear message.
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let settings = match Settings::load(cli.config.as_deref(), &env, &cli.command.backend_flags()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("troupe: {e:#}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
     // Logs go to stderr; traces to an OTLP endpoint when one is configured.
     let telemetry =
-        match telemetry::TelemetryConfig::load(cli.config.as_deref(), |k| std::env::var(k).ok())
-            .and_then(|config| telemetry::init(&config))
+        match telemetry::TelemetryConfig::resolve(&settings.log, &settings.traces, |k| {
+            std::env::var(k).ok()
+        })
+        .and_then(|config| telemetry::init(&config))
         {
             Ok(t) => t,
             Err(e) => {
@@ -48,7 +60,7 @@ fn main() {
         }
     };
     let code = runtime.block_on(async {
-        match dispatch(cli).await {
+        match dispatch(cli.command, settings).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("troupe: {e:#}");
@@ -62,60 +74,16 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
-        Command::Run(args) => {
-            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
-            cmd_run::run(args, settings).await
-        }
-        Command::Serve(args) => {
-            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
-            cmd_serve::serve(args, settings).await
-        }
-        Command::Bench(args) => {
-            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
-            cmd_bench::bench(args, settings).await
-        }
-        Command::Worker(args) => {
-            let settings = Settings::load(cli.config.as_deref(), &args.backend)?;
-            cmd_worker::worker(args, settings).await
-        }
-        Command::Workers(args) => {
-            let settings = bus_settings(cli.config.as_deref(), args.bus.clone())?;
-            cmd_worker::workers(args, settings).await
-        }
-        Command::Dlq(DlqCommand::List(args)) => {
-            let settings = bus_settings(cli.config.as_deref(), args.bus.bus.clone())?;
-            cmd_worker::dlq_list(args, settings).await
-        }
-        Command::Dlq(DlqCommand::Requeue(args)) => {
-            let settings = bus_settings(cli.config.as_deref(), args.dlq.bus.bus.clone())?;
-            cmd_worker::dlq_requeue(args, settings).await
-        }
-        Command::Tasks(TasksCommand::List(args)) => {
-            let flags = cli::BackendArgs {
-                store: args.store.store.clone(),
-                ..Default::default()
-            };
-            let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            cmd_tasks::list(args, settings.backend.store).await
-        }
-        Command::Tasks(TasksCommand::Show(args)) => {
-            let flags = cli::BackendArgs {
-                store: args.store.store.clone(),
-                ..Default::default()
-            };
-            let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            cmd_tasks::show(args, settings.backend.store).await
-        }
+async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<i32> {
+    match command {
+        Command::Run(args) => cmd_run::run(args, settings).await,
+        Command::Serve(args) => cmd_serve::serve(args, settings).await,
+        Command::Bench(args) => cmd_bench::bench(args, settings).await,
+        Command::Worker(args) => cmd_worker::worker(args, settings).await,
+        Command::Workers(args) => cmd_worker::workers(args, settings).await,
+        Command::Dlq(DlqCommand::List(args)) => cmd_worker::dlq_list(args, settings).await,
+        Command::Dlq(DlqCommand::Requeue(args)) => cmd_worker::dlq_requeue(args, settings).await,
+        Command::Tasks(TasksCommand::List(args)) => cmd_tasks::list(args, settings).await,
+        Command::Tasks(TasksCommand::Show(args)) => cmd_tasks::show(args, settings).await,
     }
-}
-
-/// The settings of a command that only looks at the bus.
-fn bus_settings(file: Option<&std::path::Path>, bus: Option<String>) -> anyhow::Result<Settings> {
-    let flags = cli::BackendArgs {
-        bus,
-        ..Default::default()
-    };
-    Settings::load(file, &flags)
 }

@@ -8,7 +8,6 @@
 //! turns traces on; `OTEL_SERVICE_NAME` names the service.
 
 use std::io::IsTerminal as _;
-use std::path::Path;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
@@ -106,15 +105,6 @@ pub(crate) struct TraceSettings {
     service_name: Option<String>,
 }
 
-/// Only the telemetry tables of the configuration file; the rest is read,
-/// and checked, by [`crate::settings`].
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct TelemetryFile {
-    log: LogSettings,
-    traces: TraceSettings,
-}
-
 /// What this process logs and exports, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TelemetryConfig {
@@ -131,33 +121,26 @@ pub(crate) struct TelemetryConfig {
 }
 
 impl TelemetryConfig {
-    /// Reads the file (if any), then the environment through `var`.
-    pub(crate) fn load(
-        file: Option<&Path>,
+    /// The `[log]` and `[traces]` tables, then the conventional variables
+    /// read through `var`, which override them: `TROUPE_ENV`,
+    /// `TROUPE_LOG_FORMAT`, `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// `OTEL_SERVICE_NAME`.
+    pub(crate) fn resolve(
+        log: &LogSettings,
+        traces: &TraceSettings,
         var: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
-        let parsed = match file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the configuration file {}", path.display())
-                })?;
-                toml::from_str::<TelemetryFile>(&text).with_context(|| {
-                    format!("the configuration file {} is invalid", path.display())
-                })?
-            }
-            None => TelemetryFile::default(),
-        };
         let environment = match var("TROUPE_ENV") {
             Some(v) => Environment::parse(&v)?,
-            None => parsed.log.environment.unwrap_or_default(),
+            None => log.environment.unwrap_or_default(),
         };
         let format = match var("TROUPE_LOG_FORMAT") {
             Some(v) => LogFormat::parse(&v)?,
-            None => parsed.log.format.unwrap_or_default(),
+            None => log.format.unwrap_or_default(),
         };
         let filter = var("RUST_LOG")
             .filter(|v| !v.trim().is_empty())
-            .or(parsed.log.level)
+            .or_else(|| log.level.clone())
             .unwrap_or_else(|| environment.directives().to_owned());
         EnvFilter::try_new(&filter).with_context(|| format!("invalid log filter {filter:?}"))?;
         let json = match format {
@@ -167,9 +150,9 @@ impl TelemetryConfig {
         };
         let endpoint = var("OTEL_EXPORTER_OTLP_ENDPOINT")
             .filter(|v| !v.trim().is_empty())
-            .or(parsed.traces.otlp_endpoint);
+            .or_else(|| traces.otlp_endpoint.clone());
         let traces_url = endpoint.map(|e| traces_url(&e)).transpose()?;
-        let sample_ratio = parsed.traces.sample_ratio.unwrap_or(1.0);
+        let sample_ratio = traces.sample_ratio.unwrap_or(1.0);
         if !(0.0..=1.0).contains(&sample_ratio) {
             anyhow::bail!(
                 "invalid configuration: traces.sample_ratio is {sample_ratio}; it must be between 0 and 1"
@@ -177,7 +160,7 @@ impl TelemetryConfig {
         }
         let service_name = var("OTEL_SERVICE_NAME")
             .filter(|v| !v.trim().is_empty())
-            .or(parsed.traces.service_name)
+            .or_else(|| traces.service_name.clone())
             .unwrap_or_else(|| "troupe".to_owned());
         Ok(Self {
             filter,
@@ -324,7 +307,12 @@ mod tests {
         if let Some(text) = file {
             std::fs::write(f.path(), text)?;
         }
-        TelemetryConfig::load(file.map(|_| f.path()), |k| env.get(k).cloned())
+        let settings = crate::settings::Settings::load(
+            file.map(|_| f.path()),
+            &[],
+            &crate::cli::BackendArgs::default(),
+        )?;
+        TelemetryConfig::resolve(&settings.log, &settings.traces, |k| env.get(k).cloned())
     }
 
     #[test]

@@ -152,7 +152,10 @@ fn a_task_that_fails_exits_nonzero_with_its_reason() {
 fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cases: [(&[&str], &str); 7] = [
-        (&["run", "--llm", "gpt-banana", "x"], "unknown --llm"),
+        (
+            &["run", "--llm", "gpt-banana", "x"],
+            "unknown LLM \"gpt-banana\"",
+        ),
         (
             &["run", "--llm", "mock:/no/such/file.json", "x"],
             "cannot read mock script",
@@ -160,7 +163,7 @@ fn bad_input_is_a_clear_error() {
         (&["run", "--llm", "openai", "x"], "needs OPENAI_API_KEY"),
         (
             &["run", "--llm", "http://127.0.0.1:9/v1", "x"],
-            "needs --model NAME",
+            "needs a model name (--model NAME",
         ),
         (
             &["run", "--llm", "mock", "--structured-output", "xml", "x"],

@@ -27,6 +27,8 @@ pub mod role;
 pub mod store;
 pub mod task;
 pub mod time;
+mod url;
 
 pub use ids::{AgentId, IdError, MessageId, SubtaskId, TaskId};
 pub use role::{BuiltinRole, Role, RoleInfo};
+pub use url::redact_url;

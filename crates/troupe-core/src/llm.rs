@@ -362,6 +362,32 @@ impl<T: LlmProvider + ?Sized> LlmProvider for Arc<T> {
     }
 }
 
+/// What is known about a model that should shape how it is used, where the
+/// user set nothing: a model on this machine's CPU is slow (longer
+/// timeouts), a small one needs more tries for a valid plan, a known context
+/// window bounds how much earlier work fits in a prompt. Each is a hint:
+/// `None` says nothing, and a value the user configured always wins.
+///
+/// ```
+/// use std::time::Duration;
+/// use troupe_core::llm::ModelHints;
+///
+/// let hints = ModelHints { context_tokens: Some(8_192), ..ModelHints::default() };
+/// assert_eq!(hints.call_timeout, None);
+/// # let _ = Duration::ZERO;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelHints {
+    /// The model's context per request, in tokens.
+    pub context_tokens: Option<u32>,
+    /// How long one call may take.
+    pub call_timeout: Option<Duration>,
+    /// How long a worker may take for one attempt at a subtask.
+    pub subtask_timeout: Option<Duration>,
+    /// Replies asked for one plan before giving up.
+    pub plan_attempts: Option<u32>,
+}
+
 impl fmt::Debug for dyn LlmProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LlmProvider({})", self.name())

@@ -7,6 +7,8 @@
 //!   [`LlmError`](troupe_core::llm::LlmError) that says what to do next.
 //! - [`LocalServer`]: the offline model, SmolLM2-135M-Instruct served by a
 //!   `llama-server` that Troupe starts on a free loopback port and stops.
+//! - `mock::MockLlm` (feature `mock`): a scripted, deterministic provider
+//!   with error injection, for tests, demos and `troupe --llm mock`.
 //!
 //! # Layout
 //! - `config`: [`OpenAiConfig`] (base URL, model, secret API key, timeouts,
@@ -15,6 +17,10 @@
 //! - `classify`: HTTP status, headers and body to an answer or a typed error.
 //! - `client`: [`OpenAiClient`], the [`LlmProvider`](troupe_core::llm::LlmProvider).
 //! - `local`: [`LocalServer`] and where the install script puts its files.
+//! - `open`: [`open`], the provider an [`LlmSpec`] names (`openai`, a URL,
+//!   `local`, `mock`), with the [`ModelHints`](troupe_core::llm::ModelHints)
+//!   that say how to use it.
+//! - `mock` (feature `mock`): the scripted mock.
 //!
 //! The client is bare: retries with backoff, shortening prompts after a
 //! context-length error and re-asking for malformed JSON are done by the runtime
@@ -24,10 +30,17 @@ mod classify;
 mod client;
 mod config;
 mod local;
+#[cfg(feature = "mock")]
+pub mod mock;
+mod open;
 mod wire;
 
 pub use client::{ClientError, OpenAiClient};
 pub use config::{OPENAI_BASE_URL, OpenAiConfig, StructuredOutput};
 pub use local::{
     LOCAL_MODEL_FILE, LOCAL_MODEL_NAME, LocalError, LocalModelConfig, LocalPaths, LocalServer,
+};
+pub use open::{
+    DEFAULT_OPENAI_MODEL, LOCAL_CALL_TIMEOUT, LOCAL_PLAN_ATTEMPTS, LOCAL_SUBTASK_TIMEOUT, LlmSpec,
+    OpenError, OpenOptions, OpenedLlm, open,
 };

@@ -276,11 +276,7 @@ impl DeadLetters for RedisBus {
             .collect())
     }
 
-    async fn requeue(
-        &self,
-        topic: &str,
-        ids: Option<&[MessageId]>,
-    ) -> Result<usize, BusError> {
+    async fn requeue(&self, topic: &str, ids: Option<&[MessageId]>) -> Result<usize, BusError> {
         let letters = self.stored_letters(topic).await?;
         let stream = self.inner.keys.stream(topic);
         let dead_letters = self.inner.keys.dead_letters(topic);

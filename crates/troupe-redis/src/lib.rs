@@ -26,13 +26,16 @@
 //! # }
 //! ```
 //!
-//! Redis 6.2 or newer is needed (`XAUTOCLAIM`); 7.0 or newer makes
-//! [`Bus::depth`](troupe_core::bus::Bus::depth) exact. The bus survives a
-//! Redis restart without persistence: publishing fails with the retryable
-//! [`BusError::Unavailable`](troupe_core::bus::BusError) while Redis is
-//! down, receiving waits and retries, and lost consumer groups are
-//! recreated. Messages Redis lost are not recovered here: the store's outbox
-//! puts them back (see the design's durability rules).
+//! Redis 6.2 or newer is needed (`XAUTOCLAIM`); 7.0 or newer makes the
+//! queue depth ([`QueueDepth`](troupe_core::bus::QueueDepth)) exact. The bus
+//! survives a Redis restart without persistence: publishing fails with the
+//! retryable [`BusError::Unavailable`](troupe_core::bus::BusError) while
+//! Redis is down, receiving waits and retries, and lost consumer groups are
+//! recreated. Messages Redis lost are not recovered here: the coordinator
+//! dispatches an attempt again when its reply does not come in time.
+//!
+//! [`open_url`] opens the bus a URL names: this one, or the in-memory bus
+//! for `memory`.
 //!
 //! # Layout
 //!
@@ -47,6 +50,7 @@
 //! - `scripts.rs`: the Lua scripts that make each of those atomic.
 //! - `entry.rs`, `dead_letter.rs`: what stream entries hold and how they are read.
 //! - `registry.rs`: the worker registry.
+//! - `open.rs`: [`open_url`].
 //! - `connection.rs`, `config.rs` ([`RedisBusConfig`]), `keys.rs`, `error.rs`:
 //!   connecting (TLS included), settings, key names, and errors that say
 //!   what to do next.
@@ -59,9 +63,11 @@ mod dead_letter;
 mod entry;
 mod error;
 mod keys;
+mod open;
 mod registry;
 mod scripts;
 mod subscription;
 
 pub use bus::RedisBus;
 pub use config::RedisBusConfig;
+pub use open::{BusOptions, open_url};

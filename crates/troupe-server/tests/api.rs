@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use troupe::Troupe;
+use troupe_llm::mock::MockLlm;
 use troupe_server::{ApiState, router, serve};
-use troupe_testkit::mock::MockLlm;
 
 struct Api {
     base: String,

@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use troupe::Troupe;
 use troupe::core::llm::CallKind;
 use troupe::core::task::TaskStatus;
+use troupe_llm::mock::{MockError, MockLlm, Step};
 use troupe_server::{ApiState, Metrics, router, serve};
-use troupe_testkit::mock::{MockError, MockLlm, Step};
 
 /// Every sample of a scrape, by its series (`name{labels}` as rendered).
 fn samples(text: &str) -> HashMap<String, f64> {

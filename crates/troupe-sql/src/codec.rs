@@ -1,4 +1,6 @@
 //! Conversions between domain values and column values, shared by the dialects.
+// Some conversions serve only the SQLite store.
+#![cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 
 use chrono::{DateTime, Utc};
 use troupe_core::store::StoreError;

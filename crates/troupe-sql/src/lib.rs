@@ -17,16 +17,29 @@
 //!
 //! [`open_url`] turns a `--store` URL into a store.
 
+//!
+//! # Features
+//!
+//! `sqlite` and `postgres` (both on by default) each build one store; a
+//! program that needs only one leaves the other's driver out.
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
 pub mod migrations;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::path::PathBuf;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use std::sync::Arc;
 
+#[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use troupe_core::redact_url;
 use troupe_core::store::{StoreError, Stores};
 
 /// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names, if it is one.
@@ -45,53 +58,69 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// A `scheme://user:password@host/...` URL (a store's, a bus's) with the
-/// password replaced by `***`, for messages.
-///
-/// ```
-/// assert_eq!(
-///     troupe_sql::redact_url("redis://me:s3cret@cache:6379/0"),
-///     "redis://me:***@cache:6379/0"
-/// );
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}{tail}")
-        }
-        _ => url.to_owned(),
-    }
+/// How [`open_url_with`] opens what a URL names; the defaults otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// For `sqlite://` URLs.
+    #[cfg(feature = "sqlite")]
+    pub sqlite: SqliteOptions,
+    /// For `postgres://` URLs.
+    #[cfg(feature = "postgres")]
+    pub postgres: PostgresOptions,
 }
 
 /// Opens the stores a URL names: `memory`, `sqlite://PATH`, or
-/// `postgres://...` (also `postgresql://...`, with the default [`PostgresOptions`]).
+/// `postgres://...` (also `postgresql://...`), with the default options.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let stores = troupe_sql::open_url("memory").await.unwrap();
+/// assert!(stores.tasks.get_task(troupe_core::TaskId::new()).await.unwrap().is_none());
+/// let err = troupe_sql::open_url("mysql://u:pw@db/x").await.unwrap_err();
+/// assert!(err.to_string().contains("mysql://u:***@db/x"));
+/// # });
+/// ```
 pub async fn open_url(url: &str) -> Result<Stores, StoreError> {
-    open_url_with(url, PostgresOptions::default()).await
+    open_url_with(url, OpenOptions::default()).await
 }
 
-/// [`open_url`], with `postgres` as the options of a PostgreSQL store.
-pub async fn open_url_with(url: &str, postgres: PostgresOptions) -> Result<Stores, StoreError> {
+/// [`open_url`], with `options` for the store it opens.
+pub async fn open_url_with(url: &str, options: OpenOptions) -> Result<Stores, StoreError> {
+    let _ = &options;
     if url == "memory" {
         return Ok(Stores::memory());
     }
     if let Some(path) = sqlite_path(url) {
-        let store = SqliteStore::open(&path, SqliteOptions::default()).await?;
-        return Ok(Stores::from_backend(Arc::new(store)));
+        #[cfg(feature = "sqlite")]
+        {
+            let store = SqliteStore::open(&path, options.sqlite).await?;
+            return Ok(Stores::from_backend(Arc::new(store)));
+        }
+        #[cfg(not(feature = "sqlite"))]
+        return Err(missing_feature(url, "sqlite", &path.display().to_string()));
     }
     if is_postgres_url(url) {
-        let store = PostgresStore::connect(url, postgres).await?;
-        return Ok(Stores::from_backend(Arc::new(store)));
+        #[cfg(feature = "postgres")]
+        {
+            let store = PostgresStore::connect(url, options.postgres).await?;
+            return Ok(Stores::from_backend(Arc::new(store)));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(missing_feature(url, "postgres", "a PostgreSQL database"));
     }
     Err(StoreError::Backend(format!(
         "unknown store URL {:?}: use sqlite://PATH (default sqlite://troupe.db), postgres://... or memory",
         redact_url(url)
     )))
+}
+
+/// The error for a URL whose store this build leaves out.
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn missing_feature(url: &str, feature: &str, what: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "{} names {what}, but troupe-sql was built without its {feature:?} feature",
+        redact_url(url)
+    ))
 }
 
 #[cfg(test)]
@@ -121,11 +150,5 @@ mod tests {
         assert!(is_postgres_url("postgres://u@h/db"));
         assert!(is_postgres_url("postgresql://h/db"));
         assert!(!is_postgres_url("sqlite://x.db"));
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db?x=1"),
-            "postgres://u:***@h:5432/db?x=1"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("mysql://h"), "mysql://h");
     }
 }

@@ -1,14 +1,14 @@
 //! # troupe-testkit
 //!
-//! What Troupe's tests (and yours) need to exercise it without a real model
-//! or service:
+//! What Troupe's tests (and yours) need to check an implementation of a seam
+//! or to reach a real service:
 //!
-//! - [`mock::MockLlm`]: a scripted, deterministic LLM with error injection,
-//!   also behind `troupe --llm mock` and `--llm mock:FILE`.
 //! - [`conformance`]: the suites every [`Bus`](troupe_core::bus::Bus) and store
 //!   implementation must pass.
 //! - [`services`]: the local Redis and PostgreSQL tests use, or a skip.
+//!
+//! The scripted mock LLM lives in `troupe-llm` behind its `mock` feature
+//! (`troupe_llm::mock::MockLlm`), so that `troupe --llm mock` needs no test code.
 
 pub mod conformance;
-pub mod mock;
 pub mod services;

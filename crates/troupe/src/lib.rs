@@ -11,7 +11,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use troupe::Troupe;
-//! use troupe_testkit::mock::MockLlm;
+//! use troupe_llm::mock::MockLlm;
 //!
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! let troupe = Troupe::builder().llm(Arc::new(MockLlm::builtin())).build().await.unwrap();

@@ -34,7 +34,10 @@ const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// bus can tell its depth.
 async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: CancellationToken) {
     let Some(depths) = bus.queue_depth() else {
-        tracing::info!(bus = bus.name(), "the bus cannot tell its queue depth; multiagent_queue_depth stays empty");
+        tracing::info!(
+            bus = bus.name(),
+            "the bus cannot tell its queue depth; multiagent_queue_depth stays empty"
+        );
         return;
     };
     let mut tick = tokio::time::interval(QUEUE_SAMPLE_INTERVAL);
@@ -75,7 +78,7 @@ pub(crate) fn wrap_bus(bus: Arc<dyn Bus>, config: &TroupeConfig) -> Arc<dyn Bus>
 /// use std::sync::Arc;
 /// use troupe::Troupe;
 /// use troupe_core::task::TaskStatus;
-/// use troupe_testkit::mock::MockLlm;
+/// use troupe_llm::mock::MockLlm;
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// // The defaults: an in-memory bus and store, the five built-in roles.
@@ -399,11 +402,7 @@ impl TroupeBuilder {
         }
         let mut topics: Vec<String> = roles.iter().map(|r| topics::role(&r.role)).collect();
         topics.push(topics::inbox(&agent));
-        handles.push(tokio::spawn(sample_queues(
-            given,
-            topics,
-            shutdown.clone(),
-        )));
+        handles.push(tokio::spawn(sample_queues(given, topics, shutdown.clone())));
         tracing::info!(agent_id = %agent, bus = bus.name(), roles = roles.len(), workers = handles.len() - 1, "troupe started");
         Ok(Troupe {
             orchestrator,

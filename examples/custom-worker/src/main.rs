@@ -16,7 +16,7 @@ use troupe::Troupe;
 use troupe::core::Role;
 use troupe::core::llm::CallKind;
 use troupe::worker::{Job, WorkError, WorkOutput, Worker, WorkerContext};
-use troupe_testkit::mock::{MockLlm, Step};
+use troupe_llm::mock::{MockLlm, Step};
 
 const SALES_CSV: &str = "month,revenue\nJanuary,1200\nFebruary,1350\nMarch,1580\n";
 

@@ -241,11 +241,7 @@ impl DeadLetters for MemoryBus {
             .unwrap_or_default())
     }
 
-    async fn requeue(
-        &self,
-        topic: &str,
-        ids: Option<&[MessageId]>,
-    ) -> Result<usize, BusError> {
+    async fn requeue(&self, topic: &str, ids: Option<&[MessageId]>) -> Result<usize, BusError> {
         let mut topics = lock(&self.shared.topics);
         let Some(state) = topics.get_mut(topic) else {
             return Ok(0);

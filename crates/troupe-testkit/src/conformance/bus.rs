@@ -346,13 +346,18 @@ impl BusSuite {
             assert_eq!(d.envelope.id, e.id, "{check}");
             d.dead_letter("cannot handle it yet").await.unwrap();
         }
-        assert_eq!(dead(&bus, check).list(&t).await.unwrap().len(), 3, "{check}");
+        assert_eq!(
+            dead(&bus, check).list(&t).await.unwrap().len(),
+            3,
+            "{check}"
+        );
 
         let unknown = [MessageId::new()];
         let n = dead(&bus, check).requeue(&t, Some(&unknown)).await.unwrap();
         assert_eq!(n, 0, "{check}: requeued a dead letter nobody named");
 
-        let n = dead(&bus, check).requeue(&t, Some(&[sent[1].id]))
+        let n = dead(&bus, check)
+            .requeue(&t, Some(&[sent[1].id]))
             .await
             .unwrap();
         assert_eq!(n, 1, "{check}: requeueing one by id");
@@ -378,7 +383,10 @@ impl BusSuite {
             assert_eq!(d.envelope.id, e.id, "{check}: requeued out of order");
             d.ack().await.unwrap();
         }
-        assert!(dead(&bus, check).list(&t).await.unwrap().is_empty(), "{check}");
+        assert!(
+            dead(&bus, check).list(&t).await.unwrap().is_empty(),
+            "{check}"
+        );
         assert_eq!(
             dead(&bus, check).requeue(&t, None).await.unwrap(),
             0,
@@ -407,7 +415,11 @@ impl BusSuite {
         registry(&bus, check).heartbeat(&b, ttl * 20).await.unwrap();
         let mut expected = vec![a.clone(), b.clone()];
         expected.sort_by(|x, y| x.agent.cmp(&y.agent));
-        assert_eq!(mine(registry(&bus, check).workers().await.unwrap()), expected, "{check}");
+        assert_eq!(
+            mine(registry(&bus, check).workers().await.unwrap()),
+            expected,
+            "{check}"
+        );
 
         a.busy = 3;
         a.last_seen = troupe_core::time::now();

@@ -146,7 +146,7 @@ impl Orchestrator {
                         "role",
                         role.as_str(),
                         breaker.clone(),
-                        parts.config.orchestrator.subtask_timeout,
+                        parts.config.orchestrator.subtask_timeout(),
                     );
                     (role.clone(), Arc::new(circuit))
                 })

@@ -69,7 +69,7 @@ pub(crate) async fn ask<T>(
         rejected,
         mut messages,
     } = ask;
-    let attempts = config.orchestrator.max_plan_attempts;
+    let attempts = config.orchestrator.max_plan_attempts();
     let first_turn = messages.len();
     let mut last_problem = String::new();
     for attempt in 1..=attempts {

@@ -14,7 +14,7 @@ use troupe_core::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider};
 /// use std::sync::Arc;
 /// use troupe::resilience::FallbackLlm;
 /// use troupe_core::llm::LlmProvider;
-/// use troupe_testkit::mock::MockLlm;
+/// use troupe_llm::mock::MockLlm;
 ///
 /// let llm = FallbackLlm::new(vec![Arc::new(MockLlm::builtin()), Arc::new(MockLlm::builtin())]).unwrap();
 /// assert_eq!(llm.name(), "mock");

@@ -230,7 +230,9 @@ impl Bus for Retrying<dyn Bus> {
         group: &str,
         consumer: &AgentId,
     ) -> Result<Box<dyn Subscription>, BusError> {
-        self.retry("subscribe", |_| self.inner.subscribe(topic, group, consumer))
-            .await
+        self.retry("subscribe", |_| {
+            self.inner.subscribe(topic, group, consumer)
+        })
+        .await
     }
 }

@@ -97,7 +97,7 @@ impl ResilientLlm {
 /// use troupe::config::LlmCallConfig;
 /// use troupe::resilience::resilient;
 /// use troupe_core::llm::LlmProvider;
-/// use troupe_testkit::mock::MockLlm;
+/// use troupe_llm::mock::MockLlm;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let mut config = LlmCallConfig::default();
@@ -111,7 +111,7 @@ pub fn resilient(
     provider: Arc<dyn LlmProvider>,
     config: &LlmCallConfig,
 ) -> Result<ResilientLlm, NoRuntime> {
-    let timeout = config.timeout;
+    let timeout = config.timeout();
     let name = provider.name().to_owned();
     let model = provider.model().map(str::to_owned);
     let limits = &config.limits;

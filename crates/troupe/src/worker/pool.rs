@@ -33,7 +33,7 @@ use crate::runtime::wrap_bus;
 /// use troupe::TroupeConfig;
 /// use troupe_core::bus::{Bus, MemoryBus};
 /// use troupe_core::role::BuiltinRole;
-/// use troupe_testkit::mock::MockLlm;
+/// use troupe_llm::mock::MockLlm;
 ///
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());

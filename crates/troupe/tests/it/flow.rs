@@ -8,7 +8,7 @@ use serde_json::json;
 use troupe_core::ledger::{EventKind, usage_by_agent};
 use troupe_core::llm::CallKind;
 use troupe_core::task::{SubtaskStatus, TaskStatus, Usage};
-use troupe_testkit::mock::{MockLlm, Step};
+use troupe_llm::mock::{MockLlm, Step};
 
 use crate::support::{config, count, kinds, result_of, step, troupe};
 

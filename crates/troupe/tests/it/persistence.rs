@@ -5,8 +5,8 @@ use std::sync::Arc;
 use troupe::Troupe;
 use troupe_core::store::Stores;
 use troupe_core::task::TaskStatus;
+use troupe_llm::mock::MockLlm;
 use troupe_sql::{SqliteOptions, SqliteStore};
-use troupe_testkit::mock::MockLlm;
 
 use crate::support::config;
 

@@ -14,7 +14,7 @@ use troupe_core::ledger::EventKind;
 use troupe_core::llm::CallKind;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_core::{AgentId, Role, SubtaskId};
-use troupe_testkit::mock::{MockError, MockLlm, Step};
+use troupe_llm::mock::{MockError, MockLlm, Step};
 
 use crate::support::{config, count, kinds, step, troupe};
 
@@ -267,7 +267,7 @@ async fn a_subtask_that_hangs_times_out_and_is_retried() {
         .build()
         .unwrap();
     let mut c = config();
-    c.orchestrator.subtask_timeout = Duration::from_millis(300);
+    c.orchestrator.subtask_timeout = Some(Duration::from_millis(300));
     let troupe = troupe(Arc::new(llm), c).await;
     let task = troupe.run("Slow research").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);

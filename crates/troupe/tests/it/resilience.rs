@@ -13,7 +13,7 @@ use troupe_core::ledger::EventKind;
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider};
 use troupe_core::store::StoreError;
 use troupe_core::task::TaskStatus;
-use troupe_testkit::mock::{Fault, MockError, MockLlm, Step};
+use troupe_llm::mock::{Fault, MockError, MockLlm, Step};
 
 use crate::support::{config, troupe};
 
@@ -210,7 +210,7 @@ async fn a_failed_trial_reopens_and_calls_during_the_trial_fail_fast() {
 async fn a_provider_that_hangs_is_cut_by_its_timeout() {
     let llm = Arc::new(MockLlm::builder().step(Step::any().hang()).build().unwrap());
     let mut c = plain();
-    c.timeout = Duration::from_secs(10);
+    c.timeout = Some(Duration::from_secs(10));
     let stack = resilient(llm, &c).unwrap();
     let t0 = Instant::now();
     let result = stack.complete(request()).await;
@@ -749,7 +749,8 @@ impl troupe_core::bus::Bus for FlakyBus {
         consumer: &troupe_core::AgentId,
     ) -> Result<Box<dyn troupe_core::bus::Subscription>, troupe_core::bus::BusError> {
         self.inner.subscribe(topic, group, consumer).await
-    }}
+    }
+}
 
 #[tokio::test(start_paused = true)]
 async fn a_trial_call_dropped_midway_frees_the_half_open_slot() {

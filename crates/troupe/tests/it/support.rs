@@ -7,7 +7,7 @@ use troupe::config::BackoffConfig;
 use troupe::{Troupe, TroupeConfig};
 use troupe_core::ledger::{EventKind, ProgressEntry};
 use troupe_core::task::TaskRecord;
-use troupe_testkit::mock::MockLlm;
+use troupe_llm::mock::MockLlm;
 
 /// A configuration with quick retries, so that tests run fast.
 pub(crate) fn config() -> TroupeConfig {

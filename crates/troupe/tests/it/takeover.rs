@@ -9,7 +9,7 @@ use troupe_core::bus::{Bus, MemoryBus};
 use troupe_core::ledger::EventKind;
 use troupe_core::store::Stores;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
-use troupe_testkit::mock::MockLlm;
+use troupe_llm::mock::MockLlm;
 
 use crate::support::{config, count};
 

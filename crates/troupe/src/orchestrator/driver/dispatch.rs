@@ -24,7 +24,7 @@ impl Driver {
         if ready.is_empty() {
             return Ok(());
         }
-        let timeout = self.shared.config.orchestrator.subtask_timeout;
+        let timeout = self.shared.config.orchestrator.subtask_timeout();
         let mut sends = Vec::with_capacity(ready.len());
         for id in ready {
             // While the role's breaker is open its subtasks wait, undispatched.
@@ -157,7 +157,7 @@ impl Driver {
                 result: d.result.clone().unwrap_or_default(),
             })
             .collect();
-        let timeout = self.shared.config.orchestrator.subtask_timeout;
+        let timeout = self.shared.config.orchestrator.subtask_timeout();
         let assign = TaskAssign {
             goal: record.goal.clone(),
             role: s.role.clone(),

@@ -244,7 +244,7 @@ impl Driver {
             .filter(|(_, at)| **at <= now)
             .map(|(id, _)| id.clone())
             .collect();
-        let timeout = fmt(self.shared.config.orchestrator.subtask_timeout);
+        let timeout = fmt(self.shared.config.orchestrator.subtask_timeout());
         for id in expired {
             self.deadlines.remove(&id);
             let attempt = self.ledger.subtask(&id).map_or(0, |s| s.attempts);

@@ -43,7 +43,7 @@ impl RecordedCall {
 ///
 /// ```
 /// use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmProvider};
-/// use troupe_testkit::mock::{MockError, MockLlm, Step};
+/// use troupe_llm::mock::{MockError, MockLlm, Step};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let llm = MockLlm::builder()

@@ -5,6 +5,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use troupe_core::llm::ModelHints;
+
+pub mod duration;
+mod validate;
+
+pub use validate::ConfigError;
 
 /// Everything the runtime can be told.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,15 +117,22 @@ pub const CHARS_PER_TOKEN: usize = 4;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrchestratorConfig {
-    /// Replies asked of the LLM for one plan before giving up (the first and the repairs).
-    pub max_plan_attempts: u32,
+    /// Replies asked of the LLM for one plan before giving up (the first and
+    /// the repairs). Unset: the model's hint, else 3 (see
+    /// [`max_plan_attempts`](Self::max_plan_attempts())).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_plan_attempts: Option<u32>,
     /// The most subtasks a plan may have.
     pub max_subtasks: usize,
     /// Attempts per subtask before it fails for good.
     pub max_attempts: u32,
-    /// How long a worker has for one attempt.
-    #[serde(with = "duration")]
-    pub subtask_timeout: Duration,
+    /// How long a worker has for one attempt. Unset: the model's hint, else 5m.
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub subtask_timeout: Option<Duration>,
     /// How long a whole task may take.
     #[serde(with = "duration")]
     pub task_timeout: Duration,
@@ -140,32 +153,61 @@ pub struct OrchestratorConfig {
     /// synthesis's inputs, a re-plan's history) put into one prompt. Text is
     /// measured at [`CHARS_PER_TOKEN`] characters per token; when a model still
     /// says the prompt is too long, the budget is halved and the call retried.
-    pub prompt_budget_tokens: usize,
+    /// Unset: 6,000, or half the model's context when that is less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_budget_tokens: Option<usize>,
     /// The longest goal accepted, in characters.
     pub max_goal_chars: usize,
 }
 
+/// Replies asked for one plan when neither the user nor the model says.
+pub const DEFAULT_PLAN_ATTEMPTS: u32 = 3;
+/// A worker's time for one attempt when neither the user nor the model says.
+pub const DEFAULT_SUBTASK_TIMEOUT: Duration = Duration::from_secs(300);
+/// The prompt budget when neither the user nor the model's context says.
+pub const DEFAULT_PROMPT_BUDGET_TOKENS: usize = 6_000;
+/// The smallest prompt budget accepted.
+pub const MIN_PROMPT_BUDGET_TOKENS: usize = 250;
+/// An LLM call's time when neither the user nor the model says.
+pub const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(120);
+
 impl OrchestratorConfig {
+    /// Replies asked for one plan: as set, else [`DEFAULT_PLAN_ATTEMPTS`].
+    pub fn max_plan_attempts(&self) -> u32 {
+        self.max_plan_attempts.unwrap_or(DEFAULT_PLAN_ATTEMPTS)
+    }
+
+    /// A worker's time for one attempt: as set, else [`DEFAULT_SUBTASK_TIMEOUT`].
+    pub fn subtask_timeout(&self) -> Duration {
+        self.subtask_timeout.unwrap_or(DEFAULT_SUBTASK_TIMEOUT)
+    }
+
+    /// The prompt budget in tokens: as set, else [`DEFAULT_PROMPT_BUDGET_TOKENS`].
+    pub fn prompt_budget_tokens(&self) -> usize {
+        self.prompt_budget_tokens
+            .unwrap_or(DEFAULT_PROMPT_BUDGET_TOKENS)
+    }
+
     /// The prompt budget in characters.
     pub fn prompt_budget_chars(&self) -> usize {
-        self.prompt_budget_tokens.saturating_mul(CHARS_PER_TOKEN)
+        self.prompt_budget_tokens().saturating_mul(CHARS_PER_TOKEN)
     }
 }
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
         Self {
-            max_plan_attempts: 3,
+            max_plan_attempts: None,
             max_subtasks: 12,
             max_attempts: 3,
-            subtask_timeout: Duration::from_secs(300),
+            subtask_timeout: None,
             task_timeout: Duration::from_secs(3600),
             max_replans: 1,
             max_stalls: 3,
             evaluate_progress: true,
             role_breaker: BreakerConfig::default(),
             retry: BackoffConfig::default(),
-            prompt_budget_tokens: 6_000,
+            prompt_budget_tokens: None,
             max_goal_chars: 100_000,
         }
     }
@@ -203,9 +245,14 @@ impl Default for WorkersConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlmCallConfig {
-    /// How long one call may take.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
+    /// How long one call may take. Unset: the model's hint, else 2m (see
+    /// [`timeout`](Self::timeout())).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
     /// Calls made for one request when errors are retryable.
     pub max_attempts: u32,
     /// The backoff between them.
@@ -258,10 +305,17 @@ pub struct LimitsConfig {
     pub max_concurrent: u32,
 }
 
+impl LlmCallConfig {
+    /// How long one call may take: as set, else [`DEFAULT_LLM_TIMEOUT`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_LLM_TIMEOUT)
+    }
+}
+
 impl Default for LlmCallConfig {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(120),
+            timeout: None,
             max_attempts: 3,
             retry: BackoffConfig {
                 initial: Duration::from_millis(500),
@@ -303,232 +357,39 @@ impl Default for BackoffConfig {
     }
 }
 
-/// A configuration value out of its bounds.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key} {problem}")]
-pub struct ConfigError {
-    /// The key, as in the file (`orchestrator.max_attempts`).
-    pub key: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-}
-
-fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
-    key: &'static str,
-    v: T,
-    min: T,
-) -> Result<(), ConfigError> {
-    if v < min {
-        Err(ConfigError {
-            key,
-            problem: format!("is {v}; it must be at least {min}"),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn at_most_a_day(key: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d > Duration::from_secs(24 * 3600) {
-        Err(ConfigError {
-            key,
-            problem: "must be at most 24h".into(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-fn nonzero(key: &'static str, d: Duration) -> Result<(), ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError {
-            key,
-            problem: "must be longer than 0".into(),
-        })
-    } else {
-        Ok(())
-    }
-}
-
-impl BackoffConfig {
-    fn validate(&self, prefix: &'static str) -> Result<(), ConfigError> {
-        if !(self.multiplier >= 1.0 && self.multiplier <= 100.0) {
-            return Err(ConfigError {
-                key: prefix,
-                problem: format!("multiplier {} must be between 1 and 100", self.multiplier),
-            });
-        }
-        if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(ConfigError {
-                key: prefix,
-                problem: format!("jitter {} must be between 0 and 1", self.jitter),
-            });
-        }
-        if self.initial > self.max {
-            return Err(ConfigError {
-                key: prefix,
-                problem: "initial must not exceed max".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
 impl TroupeConfig {
-    /// How the orchestrator's own LLM calls (plans, evaluations, the final
-    /// answer) are made: as `[llm]` says, but a transient failure is retried
-    /// as often as a subtask's is over all its attempts (`llm.max_attempts` ×
-    /// `orchestrator.max_attempts`), since no other level retries them.
-    pub fn orchestrator_calls(&self) -> LlmCallConfig {
-        LlmCallConfig {
-            max_attempts: self
-                .llm
-                .max_attempts
-                .saturating_mul(self.orchestrator.max_attempts),
-            ..self.llm.clone()
-        }
-    }
-
-    /// Checks every bound; the error names the key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let o = &self.orchestrator;
-        at_least("orchestrator.max_plan_attempts", o.max_plan_attempts, 1)?;
-        at_least("orchestrator.max_subtasks", o.max_subtasks, 1)?;
-        if o.max_subtasks > 100 {
-            return Err(ConfigError {
-                key: "orchestrator.max_subtasks",
-                problem: format!("is {}; at most 100", o.max_subtasks),
-            });
-        }
-        at_least("orchestrator.max_attempts", o.max_attempts, 1)?;
-        at_least("orchestrator.max_stalls", o.max_stalls, 1)?;
-        nonzero("orchestrator.subtask_timeout", o.subtask_timeout)?;
-        nonzero("orchestrator.task_timeout", o.task_timeout)?;
-        at_least(
-            "orchestrator.prompt_budget_tokens",
-            o.prompt_budget_tokens,
-            250,
-        )?;
-        at_least("orchestrator.max_goal_chars", o.max_goal_chars, 1)?;
-        o.retry.validate("orchestrator.retry")?;
-        at_least(
-            "orchestrator.role_breaker.failure_threshold",
-            o.role_breaker.failure_threshold,
-            1,
-        )?;
-        nonzero(
-            "orchestrator.role_breaker.reset_timeout",
-            o.role_breaker.reset_timeout,
-        )?;
-        at_most_a_day(
-            "orchestrator.role_breaker.reset_timeout",
-            o.role_breaker.reset_timeout,
-        )?;
-        let w = &self.workers;
-        at_least("workers.per_role", w.per_role, 1)?;
-        at_least("workers.concurrency", w.concurrency, 1)?;
-        nonzero("workers.heartbeat", w.heartbeat)?;
-        let l = &self.llm;
-        nonzero("llm.timeout", l.timeout)?;
-        at_least("llm.max_attempts", l.max_attempts, 1)?;
-        l.retry.validate("llm.retry")?;
-        at_least(
-            "llm.breaker.failure_threshold",
-            l.breaker.failure_threshold,
-            1,
-        )?;
-        nonzero("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
-        at_most_a_day("llm.breaker.reset_timeout", l.breaker.reset_timeout)?;
-        let c = &self.coordinator;
-        nonzero("coordinator.scan_interval", c.scan_interval)?;
-        at_least("coordinator.takeover_batch", c.takeover_batch, 1)?;
-        at_least("coordinator.checkpoint_every", c.checkpoint_every, 1)?;
-        if c.lease_ttl < Duration::from_millis(300) || c.lease_ttl > Duration::from_secs(3600) {
-            return Err(ConfigError {
-                key: "coordinator.lease_ttl",
-                problem: format!(
-                    "is {}; it must be between 300ms and 1h",
-                    duration::format(c.lease_ttl)
-                ),
-            });
-        }
-        at_least("retry.store.max_attempts", self.retry.store.max_attempts, 1)?;
-        self.retry.store.backoff.validate("retry.store.backoff")?;
-        at_least("retry.bus.max_attempts", self.retry.bus.max_attempts, 1)?;
-        self.retry.bus.backoff.validate("retry.bus.backoff")?;
-        if let Some(t) = l.temperature
-            && !(0.0..=2.0).contains(&t)
-        {
-            return Err(ConfigError {
-                key: "llm.temperature",
-                problem: format!("is {t}; it must be between 0 and 2"),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Durations as text: `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Parses `250ms`, `1.5s`, `30s`, `5m`, `2h` or `30` (seconds).
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let t = text.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration such as 500ms, 30s, 5m"))?;
-        let secs = match unit.trim() {
-            "ms" => value / 1000.0,
-            "" | "s" => value,
-            "m" | "min" => value * 60.0,
-            "h" => value * 3600.0,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {text:?}; use ms, s, m or h"
-                ));
-            }
-        };
-        Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
-    }
-
-    /// Writes the shortest exact form.
-    pub fn format(d: Duration) -> String {
-        let ms = d.as_millis();
-        if ms.is_multiple_of(3_600_000) && ms > 0 {
-            format!("{}h", ms / 3_600_000)
-        } else if ms.is_multiple_of(60_000) && ms > 0 {
-            format!("{}m", ms / 60_000)
-        } else if ms.is_multiple_of(1000) {
-            format!("{}s", ms / 1000)
-        } else {
-            format!("{ms}ms")
-        }
-    }
-
-    /// Serde: serialise.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(*d))
-    }
-
-    /// Serde: deserialise from text or a number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Seconds(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
-            Raw::Seconds(s) => Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom),
-        }
+    /// This configuration with the model's `hints` filled in wherever the
+    /// user set nothing: a slow local model gets longer timeouts and more
+    /// tries for a plan, a known context window bounds the prompt budget (at
+    /// most half of it, leaving room for the instructions and the reply).
+    /// What the user set is always kept.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use troupe::TroupeConfig;
+    /// use troupe::core::llm::ModelHints;
+    ///
+    /// let hints = ModelHints {
+    ///     context_tokens: Some(8_192),
+    ///     subtask_timeout: Some(Duration::from_secs(1800)),
+    ///     ..ModelHints::default()
+    /// };
+    /// let mut mine = TroupeConfig::default();
+    /// mine.orchestrator.subtask_timeout() = Some(Duration::from_secs(60));
+    /// let fitted = mine.with_hints(&hints);
+    /// assert_eq!(fitted.orchestrator.subtask_timeout(), Duration::from_secs(60));
+    /// assert_eq!(fitted.orchestrator.prompt_budget_tokens(), 4_096);
+    /// ```
+    pub fn with_hints(mut self, hints: &ModelHints) -> Self {
+        let o = &mut self.orchestrator;
+        o.max_plan_attempts = o.max_plan_attempts.or(hints.plan_attempts);
+        o.subtask_timeout = o.subtask_timeout.or(hints.subtask_timeout);
+        o.prompt_budget_tokens = o.prompt_budget_tokens.or_else(|| {
+            let half = usize::try_from(hints.context_tokens? / 2).unwrap_or(usize::MAX);
+            Some(half.clamp(MIN_PROMPT_BUDGET_TOKENS, DEFAULT_PROMPT_BUDGET_TOKENS))
+        });
+        self.llm.timeout = self.llm.timeout.or(hints.call_timeout);
+        self
     }
 }
 
@@ -560,6 +421,52 @@ mod tests {
         assert!(duration::parse("-1s").is_err());
         assert_eq!(duration::format(Duration::from_millis(1500)), "1500ms");
         assert_eq!(duration::format(Duration::from_secs(120)), "2m");
+    }
+
+    #[test]
+    fn hints_fill_what_the_user_left_unset_and_nothing_else() {
+        let local = ModelHints {
+            context_tokens: Some(8_192),
+            call_timeout: Some(Duration::from_secs(600)),
+            subtask_timeout: Some(Duration::from_secs(1800)),
+            plan_attempts: Some(5),
+        };
+        let fitted = TroupeConfig::default().with_hints(&local);
+        assert_eq!(fitted.orchestrator.prompt_budget_tokens(), 4_096);
+        assert_eq!(fitted.llm.timeout(), Duration::from_secs(600));
+        assert_eq!(
+            fitted.orchestrator.subtask_timeout(),
+            Duration::from_secs(1800)
+        );
+        assert_eq!(fitted.orchestrator.max_plan_attempts(), 5);
+        fitted.validate().unwrap();
+
+        // An explicit value is kept even when it equals the default.
+        let mut mine = TroupeConfig::default();
+        mine.llm.timeout = Some(DEFAULT_LLM_TIMEOUT);
+        mine.orchestrator.max_plan_attempts = Some(2);
+        mine.orchestrator.prompt_budget_tokens = Some(7_000);
+        let fitted = mine.with_hints(&local);
+        assert_eq!(fitted.llm.timeout(), DEFAULT_LLM_TIMEOUT);
+        assert_eq!(fitted.orchestrator.max_plan_attempts(), 2);
+        assert_eq!(fitted.orchestrator.prompt_budget_tokens(), 7_000);
+
+        // No hints: the defaults.
+        let plain = TroupeConfig::default().with_hints(&ModelHints::default());
+        assert_eq!(plain, TroupeConfig::default());
+        assert_eq!(
+            plain.orchestrator.subtask_timeout(),
+            DEFAULT_SUBTASK_TIMEOUT
+        );
+        // A tiny context still leaves a budget the checks accept.
+        let tiny = ModelHints {
+            context_tokens: Some(300),
+            ..ModelHints::default()
+        };
+        TroupeConfig::default()
+            .with_hints(&tiny)
+            .validate()
+            .unwrap();
     }
 
     #[test]
