@@ -47,8 +47,8 @@ pub struct CoordinatorConfig {
     pub scan_interval: Duration,
     /// The most tasks taken over per look.
     pub takeover_batch: usize,
-    /// A task's state is checkpointed at every status change and after this
-    /// many progress steps.
+    /// A task's state is checkpointed at every status change and after its
+    /// driver has handled this many replies and timers.
     pub checkpoint_every: u32,
 }
 

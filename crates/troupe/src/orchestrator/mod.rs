@@ -29,7 +29,7 @@ use troupe_core::store::Stores;
 use troupe_core::task::{TaskRecord, TaskStatus};
 use troupe_core::{AgentId, Role, TaskId};
 
-use self::driver::{Driver, DriverStart, LeaseSignals};
+use self::driver::{Driver, DriverStart, LeaseSignals, Signals};
 use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
@@ -322,14 +322,12 @@ fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -
             lease: lease.clone(),
         },
     );
-    let driver = Driver::new(
-        shared.clone(),
-        start,
-        rx,
-        cancel.clone(),
-        shared.shutdown.clone(),
+    let signals = Signals {
+        cancel: cancel.clone(),
+        shutdown: shared.shutdown.clone(),
         lease,
-    );
+    };
+    let driver = Driver::new(shared.clone(), start, rx, signals);
     let owner = shared.clone();
     let join = shared.tracker.spawn(
         async move {

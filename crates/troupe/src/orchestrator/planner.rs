@@ -10,7 +10,7 @@ use troupe_core::plan::{
 use troupe_core::role::RoleInfo;
 use troupe_core::task::Usage;
 
-use super::recorder::Recorder;
+use super::recorder::Notes;
 use super::structured::{self, Ask, AskFailure};
 use crate::config::TroupeConfig;
 use crate::prompts;
@@ -27,6 +27,8 @@ pub(crate) struct Planner {
 /// What a plan request is for.
 pub(crate) struct PlanAsk<'a> {
     pub(crate) task_id: TaskId,
+    /// Where rejected replies and failed calls are noted.
+    pub(crate) notes: &'a Notes,
     /// The first user message: the goal, or the re-planning situation.
     pub(crate) message: String,
     pub(crate) revision: u32,
@@ -52,7 +54,6 @@ impl Planner {
         &self,
         llm: &dyn LlmProvider,
         config: &TroupeConfig,
-        recorder: &Recorder,
         ask: PlanAsk<'_>,
         usage: &mut Usage,
     ) -> Result<Plan, AskFailure> {
@@ -63,6 +64,7 @@ impl Planner {
         };
         let question = Ask {
             task_id: ask.task_id,
+            notes: ask.notes,
             kind,
             revision: ask.revision,
             what: "plan",
@@ -75,7 +77,7 @@ impl Planner {
             ],
         };
         let context = ask.context;
-        structured::ask(llm, config, recorder, question, usage, |reply| {
+        structured::ask(llm, config, question, usage, |reply| {
             self.parser.parse(reply, context)
         })
         .await
@@ -87,13 +89,14 @@ impl Planner {
         &self,
         llm: &dyn LlmProvider,
         config: &TroupeConfig,
-        recorder: &Recorder,
+        notes: &Notes,
         task_id: TaskId,
         situation: String,
         usage: &mut Usage,
     ) -> Result<ProgressEvaluation, AskFailure> {
         let question = Ask {
             task_id,
+            notes,
             kind: CallKind::Evaluate,
             revision: 0,
             what: "progress evaluation",
@@ -105,7 +108,7 @@ impl Planner {
                 ChatMessage::user(situation),
             ],
         };
-        structured::ask(llm, config, recorder, question, usage, |reply| {
+        structured::ask(llm, config, question, usage, |reply| {
             self.evaluations.parse(reply)
         })
         .await

@@ -48,18 +48,41 @@ impl Recorder {
         Ok(stored)
     }
 
-    /// Records a task-level entry, logging (not failing) when the store refuses it:
-    /// for notes whose loss must not end the task.
-    pub(crate) async fn note(&self, task_id: TaskId, event: EventKind, detail: String) {
-        let entry = NewProgressEntry::task(task_id, &self.agent, event, detail);
-        if let Err(e) = self.record(entry).await {
-            tracing::warn!(error = %e, "could not record a progress entry");
+    /// Where the orchestrator notes what happens to `task` while a long call
+    /// runs, under the lease epoch `fence` (see [`Notes`]).
+    pub(crate) fn notes(&self, task: TaskId, fence: Option<u64>) -> Notes {
+        Notes {
+            recorder: self.clone(),
+            task,
+            fence,
         }
     }
 
     /// A new receiver of stored entries.
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<ProgressEntry> {
         self.events.subscribe()
+    }
+}
+
+/// Task-level notes of the orchestrator written while an LLM call runs
+/// (a plan rejected, a call retried): fenced by the driver's lease like every
+/// other write of the task, and logged rather than fatal when the store
+/// refuses one, since their loss must not end the task.
+#[derive(Debug, Clone)]
+pub(crate) struct Notes {
+    recorder: Recorder,
+    task: TaskId,
+    fence: Option<u64>,
+}
+
+impl Notes {
+    /// Records `detail` as an `event` of the task.
+    pub(crate) async fn note(&self, event: EventKind, detail: String) {
+        let entry = NewProgressEntry::task(self.task, &self.recorder.agent, event, detail)
+            .with_fence(self.fence);
+        if let Err(e) = self.recorder.record(entry).await {
+            tracing::warn!(error = %e, "could not record a progress entry");
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmProvider, Response
 use troupe_core::plan::PlanRejection;
 use troupe_core::task::Usage;
 
-use super::recorder::Recorder;
+use super::recorder::Notes;
 use crate::config::TroupeConfig;
 use crate::{llm_call, prompts};
 
@@ -36,6 +36,8 @@ pub(crate) struct AskFailure {
 /// One structured question.
 pub(crate) struct Ask<'a> {
     pub(crate) task_id: TaskId,
+    /// Where rejected replies and failed calls are noted.
+    pub(crate) notes: &'a Notes,
     pub(crate) kind: CallKind,
     pub(crate) revision: u32,
     /// What is asked for, in words (`plan`, `progress evaluation`).
@@ -54,13 +56,13 @@ pub(crate) struct Ask<'a> {
 pub(crate) async fn ask<T>(
     llm: &dyn LlmProvider,
     config: &TroupeConfig,
-    recorder: &Recorder,
     ask: Ask<'_>,
     usage: &mut Usage,
     parse: impl Fn(&str) -> Result<T, PlanRejection>,
 ) -> Result<T, AskFailure> {
     let Ask {
         task_id,
+        notes,
         kind,
         revision,
         what,
@@ -85,9 +87,8 @@ pub(crate) async fn ask<T>(
 
         let outcome = llm_call::call(llm, &config.orchestrator_calls(), request).await;
         for e in &outcome.retried {
-            recorder
+            notes
                 .note(
-                    task_id,
                     EventKind::LlmError,
                     format!("{what} call failed, retrying: {e}"),
                 )
@@ -96,12 +97,8 @@ pub(crate) async fn ask<T>(
         let reply = match outcome.result {
             Ok(reply) => reply,
             Err(e) => {
-                recorder
-                    .note(
-                        task_id,
-                        EventKind::LlmError,
-                        format!("{what} call failed: {e}"),
-                    )
+                notes
+                    .note(EventKind::LlmError, format!("{what} call failed: {e}"))
                     .await;
                 return Err(AskFailure {
                     reason: format!("the LLM could not be asked for a {what}: {e}"),
@@ -120,7 +117,7 @@ pub(crate) async fn ask<T>(
                     "LLM reply rejected"
                 );
                 let detail = format!("reply {attempt} of {attempts} rejected: {rejection}");
-                recorder.note(task_id, rejected, detail).await;
+                notes.note(rejected, detail).await;
                 // Only the latest rejected reply and its problems follow the
                 // question: the conversation stays bounded however many
                 // repairs are allowed, and fits a small model's context.

@@ -1,5 +1,6 @@
 //! The final answer, written by the LLM from every completed result.
 
+use super::journal::Step;
 use super::{Driver, End};
 use crate::{llm_call, prompts};
 use troupe_core::envelope::DependencyResult;
@@ -19,7 +20,8 @@ impl Driver {
             })
             .collect();
         let detail = format!("writing the final answer from {} results", results.len());
-        self.record(None, None, EventKind::SynthesisStarted, detail)
+        self.journal
+            .record(Step::task(EventKind::SynthesisStarted, detail))
             .await?;
         let shared = self.shared.clone();
         let goal = self.ledger.record().goal.clone();
@@ -45,11 +47,10 @@ impl Driver {
         if let Ok(reply) = &outcome.result {
             self.spent(reply.usage);
         }
+        let notes = self.journal.notes();
         for e in &outcome.retried {
-            self.shared
-                .recorder
+            notes
                 .note(
-                    task_id,
                     EventKind::LlmError,
                     format!("synthesis call failed, retrying: {e}"),
                 )
@@ -59,13 +60,8 @@ impl Driver {
             Ok(reply) if !reply.content.trim().is_empty() => Ok(reply.content.trim().to_owned()),
             Ok(_) => Err(End::Failed("the LLM's final answer was empty".into())),
             Err(e) => {
-                self.shared
-                    .recorder
-                    .note(
-                        task_id,
-                        EventKind::LlmError,
-                        format!("synthesis call failed: {e}"),
-                    )
+                notes
+                    .note(EventKind::LlmError, format!("synthesis call failed: {e}"))
                     .await;
                 Err(End::Failed(format!(
                     "the final answer could not be written: {e}"

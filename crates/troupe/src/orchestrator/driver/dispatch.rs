@@ -1,16 +1,28 @@
 //! Dispatch: publishing every ready subtask to its role, after its state is stored.
 
-use super::{Driver, End, write_step};
-use crate::telemetry::propagation;
-use futures::future::join_all;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use troupe_core::bus::topics;
 use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, TaskAssign, role_address};
-use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
-use troupe_core::store::StoreError;
+use troupe_core::ledger::{Applied, EventKind, SubtaskChange};
 use troupe_core::task::SubtaskStatus;
 use troupe_core::{Role, SubtaskId};
+
+use super::attempts::Gate;
+use super::journal::{By, Step};
+use super::replies::Failure;
+use super::{Driver, End};
+use crate::telemetry::propagation;
+
+/// One attempt being sent.
+struct Send {
+    id: SubtaskId,
+    attempt: u32,
+    role: Role,
+    envelope: Envelope,
+    change: SubtaskChange,
+    span: tracing::Span,
+}
 
 impl Driver {
     pub(super) async fn dispatch_ready(&mut self) -> Result<(), End> {
@@ -19,7 +31,7 @@ impl Driver {
             .ledger
             .ready()
             .into_iter()
-            .filter(|s| self.retry_at.get(s).is_none_or(|at| *at <= now))
+            .filter(|s| !self.attempts.waiting(s, now))
             .collect();
         if ready.is_empty() {
             return Ok(());
@@ -28,36 +40,35 @@ impl Driver {
         let mut sends = Vec::with_capacity(ready.len());
         for id in ready {
             // While the role's breaker is open its subtasks wait, undispatched.
-            let gate = self
+            let circuit = self
                 .ledger
                 .subtask(&id)
                 .and_then(|s| self.shared.role_circuit(&s.role))
                 .cloned();
-            let trial = match gate.as_ref().map(|c| c.admit()) {
-                Some(Err(wait)) => {
-                    tracing::debug!(subtask_id = %id, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                        "the role's circuit is open; the subtask waits");
-                    self.retry_at.insert(id, now + wait);
-                    continue;
-                }
-                Some(Ok(trial)) => trial,
-                None => false,
+            let gate = match circuit {
+                Some(circuit) => match circuit.admit() {
+                    Ok(trial) => Some(Gate { circuit, trial }),
+                    Err(wait) => {
+                        tracing::debug!(subtask_id = %id, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                            "the role's circuit is open; the subtask waits");
+                        self.attempts.retry_at(id, now + wait);
+                        continue;
+                    }
+                },
+                None => None,
             };
-            self.retry_at.remove(&id);
+            self.attempts.clear_retry(&id);
             let attempt = self.ledger.subtask(&id).map_or(1, |s| s.attempts + 1);
             let change = SubtaskChange::Dispatched { attempt };
             if !matches!(self.ledger.apply(&id, &change), Ok(Applied::Changed)) {
-                if let Some(circuit) = gate
-                    && trial
+                if let Some(Gate {
+                    circuit,
+                    trial: true,
+                }) = gate
                 {
                     circuit.abandon_trial();
                 }
                 continue;
-            }
-            if let Some(circuit) = gate
-                && let Some((old, true)) = self.attempt_gates.insert(id.clone(), (circuit, trial))
-            {
-                old.abandon_trial();
             }
             let (role, mut envelope) = self.assignment(&id, attempt)?;
             // The attempt's span: the worker's span is its child, through the envelope.
@@ -73,73 +84,79 @@ impl Driver {
             );
             propagation::inject(&span, &mut envelope.trace_context);
             envelope.request_id = Some(self.request_id.clone());
-            self.deadlines.insert(id.clone(), now + timeout);
-            sends.push((id, attempt, role, envelope, change, span));
+            self.attempts
+                .dispatch(id.clone(), now + timeout, span.clone(), gate);
+            sends.push(Send {
+                id,
+                attempt,
+                role,
+                envelope,
+                change,
+                span,
+            });
         }
         // One group commit for every dispatch and its ledger entry.
-        let shared = &self.shared;
-        let task_id = self.ledger.id();
-        let fence = self.fence();
-        let writes = sends.iter().map(|(id, attempt, role, _, change, span)| {
-            async move {
-                let entry = NewProgressEntry::subtask(
-                    task_id,
-                    &shared.agent,
-                    id,
-                    *attempt,
+        let steps: Vec<_> = sends
+            .iter()
+            .map(|s| {
+                let step = Step::attempt(
+                    By::Orchestrator,
+                    &s.id,
+                    s.attempt,
                     EventKind::SubtaskDispatched,
-                    format!("sent to the {role} workers"),
-                )
-                .with_fence(fence);
-                let (applied, _) = write_step(shared, id, change, entry).await?;
-                Ok::<_, StoreError>(applied)
-            }
-            .instrument(span.clone())
-        });
-        let mut diverged = false;
-        for written in join_all(writes).await {
-            diverged |= written? == Applied::Unchanged;
-        }
-        if diverged {
+                    format!("sent to the {} workers", s.role),
+                );
+                (&s.id, &s.change, step, s.span.clone())
+            })
+            .collect();
+        if self.journal.write_steps(steps).await? {
             self.resync().await?;
         }
-        for (id, attempt, role, envelope, _, span) in sends {
-            // A failed publish may have led to a re-plan that superseded the rest.
-            let still_due = self
-                .ledger
-                .subtask(&id)
-                .is_some_and(|s| s.status == SubtaskStatus::Dispatched && s.attempts == attempt);
-            if !still_due {
-                continue;
-            }
-            let published = self
-                .shared
-                .bus
-                .publish(&topics::role(&role), envelope)
-                .instrument(span.clone())
-                .await;
-            match published {
-                // The span lives until the attempt's outcome arrives.
-                Ok(()) => {
-                    self.attempt_spans.insert(id, span);
-                }
-                Err(e) => {
-                    self.on_attempt_failed(
-                        &id,
-                        attempt,
-                        format!("could not publish the subtask: {e}"),
-                        true,
-                        None,
-                    )
-                    .instrument(span)
-                    .await?;
-                }
-            }
+        for send in sends {
+            self.publish(send).await?;
         }
         Ok(())
     }
 
-    pub(super) fn assignment(&self, id: &SubtaskId, attempt: u32) -> Result<(Role, Envelope), End> {
+    /// Publishes an attempt whose dispatch is stored; a failed publish is a
+    /// failed attempt.
+    async fn publish(&mut self, send: Send) -> Result<(), End> {
+        let Send {
+            id,
+            attempt,
+            role,
+            envelope,
+            span,
+            ..
+        } = send;
+        // A failed publish may have led to a re-plan that superseded the rest.
+        let still_due = self
+            .ledger
+            .subtask(&id)
+            .is_some_and(|s| s.status == SubtaskStatus::Dispatched && s.attempts == attempt);
+        if !still_due {
+            return Ok(());
+        }
+        let published = self
+            .shared
+            .bus
+            .publish(&topics::role(&role), envelope)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = published {
+            let failure = Failure {
+                id: &id,
+                attempt,
+                error: format!("could not publish the subtask: {e}"),
+                retryable: true,
+                reported: None,
+            };
+            self.on_attempt_failed(failure).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    fn assignment(&self, id: &SubtaskId, attempt: u32) -> Result<(Role, Envelope), End> {
         let record = self.ledger.record();
         let Some(s) = self.ledger.subtask(id) else {
             return Err(End::Failed(format!(

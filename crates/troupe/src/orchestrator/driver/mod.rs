@@ -7,33 +7,38 @@
 //! attempt deadline or retry time, and apply it to the task ledger. Every
 //! change is written to the store before the message that caused it is
 //! acknowledged, and every step goes into the progress ledger.
+//!
+//! The driver decides; two parts keep its state and its writes straight:
+//! [`attempts`] (each attempt's deadline, span and breaker gate, and when a
+//! failed subtask may be tried again) and [`journal`] (every write, fenced,
+//! with the progress steps, checkpoints and tokens that go with it).
 
 mod answer;
+mod attempts;
 mod dispatch;
+mod journal;
 mod planning;
 mod replies;
 mod resume;
 
 pub(super) use resume::{DriverState, resumed_record};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::future::join_all;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use troupe_core::SubtaskId;
 use troupe_core::bus::Delivery;
-use troupe_core::ledger::{
-    Applied, EventKind, NewProgressEntry, ProgressEntry, SubtaskChange, TaskLedger,
-};
+use troupe_core::ledger::{Applied, EventKind, SubtaskChange, TaskLedger};
 use troupe_core::store::{StoreError, TaskUpdate};
 use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus, Usage};
-use troupe_core::{AgentId, SubtaskId};
 
+use self::attempts::Attempts;
+use self::journal::{Journal, Step};
 use super::Shared;
 use crate::config::duration::format as fmt;
-use crate::resilience::Circuit;
 use crate::telemetry::metrics::{TASK_DURATION_SECONDS, TASKS_TOTAL};
 
 /// Why a task's run ended early.
@@ -70,61 +75,6 @@ enum Wake {
     Timer,
 }
 
-pub(super) struct Driver {
-    shared: Arc<Shared>,
-    ledger: TaskLedger,
-    inbox: mpsc::UnboundedReceiver<Delivery>,
-    cancel: CancellationToken,
-    shutdown: CancellationToken,
-    /// When each in-flight attempt times out.
-    deadlines: HashMap<SubtaskId, Instant>,
-    /// When each subtask waiting for another attempt may be dispatched.
-    retry_at: HashMap<SubtaskId, Instant>,
-    /// Failures since the last completion (Magentic-One's stall counter).
-    stalls: u32,
-    replans: u32,
-    task_deadline: Instant,
-    /// Replies received while a long call ran, oldest first.
-    held: VecDeque<Delivery>,
-    /// Tokens the orchestrator spent (planning, synthesis) not yet written to
-    /// a progress entry: the next entry of its own carries them.
-    unrecorded: Usage,
-    /// The request the task came from, passed on to the workers.
-    request_id: String,
-    /// The `subtask.dispatch` span of each attempt in flight.
-    attempt_spans: HashMap<SubtaskId, tracing::Span>,
-    /// The role breaker each attempt in flight passed, and whether as its trial.
-    attempt_gates: HashMap<SubtaskId, (Arc<Circuit>, bool)>,
-    /// When this process took the task (for its duration metric).
-    started: std::time::Instant,
-    /// The lease epoch this driver holds the task under (0: no lease).
-    epoch: u64,
-    /// Its lease's signals, shared with the lease keeper.
-    lease: LeaseSignals,
-    /// Steps since the last checkpoint.
-    since_checkpoint: u32,
-    /// The last progress step this driver recorded.
-    last_step: u64,
-    /// For a taken-over task: the step of the checkpoint it resumes from.
-    resumed_from: Option<u64>,
-}
-
-/// Writes a subtask change and the progress entry that tells of it, both for
-/// the entry's task and under its fence, at once: they usually share one
-/// commit (see [`Driver::apply_recorded`]).
-async fn write_step(
-    shared: &Shared,
-    id: &SubtaskId,
-    change: &SubtaskChange,
-    entry: NewProgressEntry,
-) -> Result<(Applied, ProgressEntry), StoreError> {
-    let (task, fence) = (entry.task_id, entry.fence);
-    tokio::try_join!(
-        shared.stores.tasks.update_subtask(task, id, change, fence),
-        shared.recorder.record(entry)
-    )
-}
-
 /// How a driver starts: a new task, or one taken over.
 pub(super) struct DriverStart {
     /// The task ledger.
@@ -151,14 +101,43 @@ pub(super) struct LeaseSignals {
     pub(super) ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// What stops a driver besides its task's end.
+pub(super) struct Signals {
+    /// The task was cancelled.
+    pub(super) cancel: CancellationToken,
+    /// The process is stopping.
+    pub(super) shutdown: CancellationToken,
+    /// The lease's signals.
+    pub(super) lease: LeaseSignals,
+}
+
+pub(super) struct Driver {
+    shared: Arc<Shared>,
+    ledger: TaskLedger,
+    attempts: Attempts,
+    journal: Journal,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
+    signals: Signals,
+    /// Failures since the last completion (Magentic-One's stall counter).
+    stalls: u32,
+    replans: u32,
+    task_deadline: Instant,
+    /// Replies received while a long call ran, oldest first.
+    held: VecDeque<Delivery>,
+    /// The request the task came from, passed on to the workers.
+    request_id: String,
+    /// When this process took the task (for its duration metric).
+    started: std::time::Instant,
+    /// For a taken-over task: the step of the checkpoint it resumes from.
+    resumed_from: Option<u64>,
+}
+
 impl Driver {
     pub(super) fn new(
         shared: Arc<Shared>,
         start: DriverStart,
         inbox: mpsc::UnboundedReceiver<Delivery>,
-        cancel: CancellationToken,
-        shutdown: CancellationToken,
-        lease: LeaseSignals,
+        signals: Signals,
     ) -> Self {
         // The time limit counts from submission, whichever coordinator drives the task.
         let age = (troupe_core::time::now() - start.record.created_at)
@@ -168,69 +147,27 @@ impl Driver {
         let task_deadline = Instant::now() + left;
         let resumed_from = start.resumed.is_some().then_some(start.last_step);
         let state = start.resumed.unwrap_or_default();
+        let journal = Journal::new(
+            shared.clone(),
+            start.record.id,
+            start.epoch,
+            start.last_step,
+        );
         Self {
             shared,
             ledger: TaskLedger::new(start.record),
+            attempts: Attempts::default(),
+            journal,
             inbox,
-            cancel,
-            shutdown,
-            deadlines: HashMap::new(),
-            retry_at: HashMap::new(),
+            signals,
             stalls: state.stalls,
             replans: state.replans,
             task_deadline,
             held: VecDeque::new(),
-            unrecorded: Usage::default(),
             request_id: start.request_id,
-            attempt_spans: HashMap::new(),
-            attempt_gates: HashMap::new(),
             started: std::time::Instant::now(),
-            epoch: start.epoch,
-            lease,
-            since_checkpoint: 0,
-            last_step: start.last_step,
             resumed_from,
         }
-    }
-
-    /// Ends the span of a subtask's attempt with its outcome.
-    fn close_attempt(&mut self, id: &SubtaskId, outcome: &'static str, failed: bool) {
-        if let Some(span) = self.attempt_spans.remove(id) {
-            span.record("outcome", outcome);
-            if failed {
-                span.record("otel.status_code", "ERROR");
-            }
-        }
-    }
-
-    /// Ends the spans of every attempt in flight (a new plan replaced them,
-    /// or the task ended); their role-breaker trials say nothing.
-    fn close_superseded_attempts(&mut self) {
-        for (_, span) in self.attempt_spans.drain() {
-            span.record("outcome", "superseded");
-        }
-        for (_, (circuit, trial)) in self.attempt_gates.drain() {
-            if trial {
-                circuit.abandon_trial();
-            }
-        }
-    }
-
-    /// Tells the attempt's role breaker how it went: `failed` for a timeout or
-    /// a retryable error (the role's workers are unwell), not for a result or
-    /// a permanent refusal (they answered).
-    fn gate_outcome(&mut self, id: &SubtaskId, failed: bool) {
-        if let Some((circuit, trial)) = self.attempt_gates.remove(id) {
-            circuit.record(failed, trial);
-        }
-    }
-
-    /// The span of a subtask's attempt in flight, or a disabled one.
-    fn attempt_span(&self, id: &SubtaskId) -> tracing::Span {
-        self.attempt_spans
-            .get(id)
-            .cloned()
-            .unwrap_or_else(tracing::Span::none)
     }
 
     /// Runs the task to its end and returns its task ledger.
@@ -255,12 +192,12 @@ impl Driver {
             ),
             Err(End::Shutdown) => {
                 tracing::info!("process stopping; the task is left as stored");
-                self.release().await;
+                self.journal.release().await;
                 return self.ledger.into_record();
             }
             Err(End::Lost) => {
                 tracing::warn!("another coordinator took the task over; leaving it to them");
-                self.close_superseded_attempts();
+                self.attempts.supersede_all();
                 return self.ledger.into_record();
             }
         };
@@ -268,8 +205,9 @@ impl Driver {
         if status == TaskStatus::Failed {
             tracing::Span::current().record("otel.status_code", "ERROR");
         }
-        self.close_superseded_attempts();
-        self.lease
+        self.attempts.supersede_all();
+        self.signals
+            .lease
             .ending
             .store(true, std::sync::atomic::Ordering::Relaxed);
         ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
@@ -289,10 +227,7 @@ impl Driver {
             self.take_over(step).await?;
         }
         if !self.has_plan() {
-            let note = (
-                EventKind::PlanningStarted,
-                "asking the LLM for a plan".into(),
-            );
+            let note = Step::task(EventKind::PlanningStarted, "asking the LLM for a plan");
             self.set_status(TaskStatus::Planning, Some(note)).await?;
             let plan = self.ask_plan(None).await?;
             self.install(plan).await?;
@@ -305,7 +240,7 @@ impl Driver {
             if self.ledger.is_done() {
                 break;
             }
-            if self.ledger.in_flight() == 0 && self.retry_at.is_empty() {
+            if self.ledger.in_flight() == 0 && !self.attempts.any_waiting() {
                 let reason = self.blocked_reason();
                 self.replan_or_fail(reason).await?;
                 continue;
@@ -318,7 +253,8 @@ impl Driver {
                 Wake::Reply(d) => self.on_reply(*d).await?,
                 Wake::Timer => self.on_timer().await?,
             }
-            self.step_done().await?;
+            let state = self.state();
+            self.journal.turn_done(&state).await?;
             self.replan_if_stalled().await?;
         }
         self.synthesize().await
@@ -329,17 +265,15 @@ impl Driver {
             return Wake::Reply(Box::new(d));
         }
         let wake_at = self
-            .deadlines
-            .values()
-            .chain(self.retry_at.values())
-            .copied()
-            .min()
+            .attempts
+            .next_wake()
             .map_or(self.task_deadline, |t| t.min(self.task_deadline));
+        let signals = &self.signals;
         tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => Wake::Shutdown,
-            () = self.lease.lost.cancelled() => Wake::Lost,
-            () = self.cancel.cancelled() => Wake::Cancelled,
+            () = signals.shutdown.cancelled() => Wake::Shutdown,
+            () = signals.lease.lost.cancelled() => Wake::Lost,
+            () = signals.cancel.cancelled() => Wake::Cancelled,
             d = self.inbox.recv() => d.map_or(Wake::InboxClosed, |d| Wake::Reply(Box::new(d))),
             () = tokio::time::sleep_until(wake_at) => Wake::Timer,
         }
@@ -354,12 +288,13 @@ impl Driver {
         let mut keepalive = tokio::time::interval(self.shared.config.workers.heartbeat);
         keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         keepalive.tick().await;
+        let signals = &self.signals;
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Err(End::Shutdown),
-                () = self.lease.lost.cancelled() => return Err(End::Lost),
-                () = self.cancel.cancelled() => return Err(End::Cancelled),
+                () = signals.shutdown.cancelled() => return Err(End::Shutdown),
+                () = signals.lease.lost.cancelled() => return Err(End::Lost),
+                () = signals.cancel.cancelled() => return Err(End::Cancelled),
                 () = tokio::time::sleep_until(self.task_deadline) => return Err(self.timed_out()),
                 v = &mut fut => return Ok(v),
                 Some(d) = self.inbox.recv() => self.held.push_back(d),
@@ -381,26 +316,37 @@ impl Driver {
         ))
     }
 
+    /// Counts tokens the orchestrator spent itself (planning, synthesis).
+    fn spent(&mut self, usage: Usage) {
+        self.ledger.add_usage(usage);
+        self.journal.spent(usage);
+    }
+
+    /// The driver's own state, as a checkpoint keeps it.
+    fn state(&self) -> DriverState {
+        DriverState {
+            request_id: self.request_id.clone(),
+            stalls: self.stalls,
+            replans: self.replans,
+            usage: self.ledger.record().usage,
+        }
+    }
+
     /// Applies a change to the ledger and, if it changed, writes it to the
-    /// store together with its progress entry (built by `entry` only then).
-    ///
-    /// The two writes go to the store at once, not one after the other: they
-    /// usually share one commit, and the task waits for one write instead of
-    /// two. So the entry is stored even when the store turns out not to take
-    /// the change (it disagreed with the ledger: someone else changed the
-    /// task); the ledger is then reloaded from the store.
+    /// store together with the step that tells of it. If the store turns out
+    /// not to take the change (it disagreed with the ledger: someone else
+    /// changed the task), the ledger is reloaded from the store. True if the
+    /// change was made.
     async fn apply_recorded(
         &mut self,
         id: &SubtaskId,
         change: &SubtaskChange,
-        entry: impl FnOnce(&mut Self) -> NewProgressEntry,
+        step: Step<'_>,
     ) -> Result<bool, End> {
         if !matches!(self.ledger.apply(id, change), Ok(Applied::Changed)) {
             return Ok(false);
         }
-        let entry = entry(self);
-        let (stored, recorded) = write_step(&self.shared, id, change, entry).await?;
-        self.last_step = self.last_step.max(recorded.step);
+        let stored = self.journal.write_step(id, change, step).await?;
         if stored == Applied::Unchanged {
             self.resync().await?;
         }
@@ -411,145 +357,44 @@ impl Driver {
     /// changed the task); the store is the source of truth.
     async fn resync(&mut self) -> Result<(), End> {
         tracing::warn!("the task ledger and the store disagree; reloading from the store");
-        match self.shared.stores.tasks.get_task(self.ledger.id()).await? {
-            Some(mut record) => {
-                // Usage is counted here and only written to the store at status changes.
-                record.usage = self.ledger.record().usage;
-                self.ledger = TaskLedger::new(record);
-                self.deadlines.retain(|id, _| {
-                    self.ledger
-                        .subtask(id)
-                        .is_some_and(|s| s.status.is_in_flight())
-                });
-                self.retry_at.retain(|id, _| {
-                    self.ledger
-                        .subtask(id)
-                        .is_some_and(|s| s.status == SubtaskStatus::Pending)
-                });
-                let ledger = &self.ledger;
-                self.attempt_gates.retain(|id, (circuit, trial)| {
-                    let keep = ledger.subtask(id).is_some_and(|s| s.status.is_in_flight());
-                    if !keep && *trial {
-                        circuit.abandon_trial();
-                    }
-                    keep
-                });
-                Ok(())
-            }
-            None => Err(End::Failed("the task disappeared from the store".into())),
-        }
+        let Some(mut record) = self.shared.stores.tasks.get_task(self.ledger.id()).await? else {
+            return Err(End::Failed("the task disappeared from the store".into()));
+        };
+        // Usage is counted here and only written to the store at status changes.
+        record.usage = self.ledger.record().usage;
+        self.ledger = TaskLedger::new(record);
+        let ledger = &self.ledger;
+        self.attempts.retain(
+            |id| ledger.subtask(id).is_some_and(|s| s.status.is_in_flight()),
+            |id| {
+                ledger
+                    .subtask(id)
+                    .is_some_and(|s| s.status == SubtaskStatus::Pending)
+            },
+        );
+        Ok(())
     }
 
     /// Sets the task's status and checkpoints the driver's state, recording
-    /// `note` (an orchestrator's step) with them: the three writes go to the
-    /// store at once, so the task waits for one commit, not three.
-    async fn set_status(
-        &mut self,
-        status: TaskStatus,
-        note: Option<(EventKind, String)>,
-    ) -> Result<(), End> {
-        let now = troupe_core::time::now();
-        self.ledger.set_status(status, now);
+    /// `note` (an orchestrator's step) with them, all at once.
+    async fn set_status(&mut self, status: TaskStatus, note: Option<Step<'_>>) -> Result<(), End> {
+        self.ledger.set_status(status, troupe_core::time::now());
         ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
-        let update = TaskUpdate {
-            usage: Some(self.ledger.record().usage),
-            at: now,
-            fence: self.fence(),
-            ..TaskUpdate::status(status)
-        };
-        let entry =
-            note.map(|(event, detail)| self.entry(None, None, event, detail, Usage::default()));
-        let checkpoint = self.take_checkpoint()?;
-        let shared = &self.shared;
-        let stores = &shared.stores;
-        let (_, _, recorded) = tokio::try_join!(
-            stores.tasks.update_task(self.ledger.id(), &update),
-            resume::save(stores, checkpoint.as_ref()),
-            async {
-                match entry {
-                    Some(entry) => shared.recorder.record(entry).await.map(Some),
-                    None => Ok(None),
-                }
-            }
-        )?;
-        if let Some(recorded) = recorded {
-            self.last_step = self.last_step.max(recorded.step);
-        }
+        let state = self.state();
+        let usage = self.ledger.record().usage;
+        self.journal.set_status(status, usage, &state, note).await?;
         Ok(())
     }
 
-    /// The fencing token of this driver's writes, if it holds a lease.
-    fn fence(&self) -> Option<u64> {
-        (self.epoch > 0).then_some(self.epoch)
-    }
-
-    /// Appends a progress entry: by `agent` (the orchestrator if `None`), about a subtask's attempt if given.
-    async fn record(
-        &mut self,
-        agent: Option<&AgentId>,
-        subtask: Option<(&SubtaskId, u32)>,
-        event: EventKind,
-        detail: String,
-    ) -> Result<(), End> {
-        self.record_spent(agent, subtask, event, detail, Usage::default())
-            .await
-    }
-
-    /// Records a step with the tokens `agent` spent on it; a step of the
-    /// orchestrator's own also carries what it spent since its last entry.
-    async fn record_spent(
-        &mut self,
-        agent: Option<&AgentId>,
-        subtask: Option<(&SubtaskId, u32)>,
-        event: EventKind,
-        detail: String,
-        usage: Usage,
-    ) -> Result<(), End> {
-        let entry = self.entry(agent, subtask, event, detail, usage);
-        let stored = self.shared.recorder.record(entry).await?;
-        self.last_step = self.last_step.max(stored.step);
-        Ok(())
-    }
-
-    /// The progress entry of a step (see [`record_spent`](Self::record_spent)):
-    /// one of the orchestrator's own takes the tokens not yet recorded.
-    fn entry(
-        &mut self,
-        agent: Option<&AgentId>,
-        subtask: Option<(&SubtaskId, u32)>,
-        event: EventKind,
-        detail: String,
-        mut usage: Usage,
-    ) -> NewProgressEntry {
-        if agent.is_none() {
-            usage += std::mem::take(&mut self.unrecorded);
-        }
-        let agent = agent.unwrap_or(&self.shared.agent);
-        let task_id = self.ledger.id();
-        let entry = match subtask {
-            Some((id, attempt)) => {
-                NewProgressEntry::subtask(task_id, agent, id, attempt, event, detail)
-            }
-            None => NewProgressEntry::task(task_id, agent, event, detail),
-        };
-        entry.with_usage(usage).with_fence(self.fence())
-    }
-
-    /// Counts tokens the orchestrator spent itself.
-    fn spent(&mut self, usage: Usage) {
-        self.ledger.add_usage(usage);
-        self.unrecorded += usage;
-    }
-
+    /// Ends the task: the ledger in memory first (the caller sees the end
+    /// even if the store fails), then the store.
     async fn finish(
         &mut self,
         status: TaskStatus,
         result: Option<String>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let task_id = self.ledger.id();
         ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
-        // The ledger in memory first: the caller sees the end even if the store fails.
         let cancelled = if status == TaskStatus::Completed {
             Vec::new()
         } else {
@@ -563,37 +408,21 @@ impl Driver {
         };
         self.ledger
             .finish(status, result.clone(), error.clone(), now);
-        let tasks = &self.shared.stores.tasks;
-        for written in
-            join_all(cancelled.iter().map(|id| {
-                tasks.update_subtask(task_id, id, &SubtaskChange::Cancelled, self.fence())
-            }))
-            .await
-        {
-            written?;
-        }
         let update = TaskUpdate {
             status: Some(status),
             result,
             error,
             usage: Some(self.ledger.record().usage),
             at: now,
-            fence: self.fence(),
+            fence: None,
         };
         let event = match status {
             TaskStatus::Completed => EventKind::TaskCompleted,
             TaskStatus::Cancelled => EventKind::TaskCancelled,
             _ => EventKind::TaskFailed,
         };
-        let entry = NewProgressEntry::task(task_id, &self.shared.agent, event, detail)
-            .with_usage(std::mem::take(&mut self.unrecorded))
-            .with_fence(self.fence());
-        // The end and its entry at once: both carry the lease epoch, so if
-        // another coordinator has the task neither is stored.
-        tokio::try_join!(
-            tasks.update_task(task_id, &update),
-            self.shared.recorder.record(entry)
-        )?;
-        Ok(())
+        self.journal
+            .finish(&cancelled, update, Step::task(event, detail))
+            .await
     }
 }

@@ -2,6 +2,7 @@
 //! when a blocked or stalled run gets a new plan or ends.
 
 use super::super::planner::PlanAsk;
+use super::journal::Step;
 use super::{Driver, End};
 use crate::prompts;
 use troupe_core::SubtaskId;
@@ -22,8 +23,10 @@ impl Driver {
             completed_ids: self.ledger.completed_ids(),
         };
         let message = situation.unwrap_or_else(|| prompts::plan_user(&self.ledger.record().goal));
+        let notes = self.journal.notes();
         let ask = PlanAsk {
             task_id: self.ledger.id(),
+            notes: &notes,
             message,
             revision,
             context: &context,
@@ -31,13 +34,11 @@ impl Driver {
         let shared = self.shared.clone();
         let mut usage = Usage::default();
         let planned = self
-            .bounded(shared.planner.plan(
-                shared.llm.as_ref(),
-                &shared.config,
-                &shared.recorder,
-                ask,
-                &mut usage,
-            ))
+            .bounded(
+                shared
+                    .planner
+                    .plan(shared.llm.as_ref(), &shared.config, ask, &mut usage),
+            )
             .await;
         self.spent(usage);
         planned?.map_err(|failure| End::Failed(failure.reason))
@@ -66,12 +67,12 @@ impl Driver {
             })
             .collect();
         let detail = format!("plan revision {revision}: {}", steps.join(", "));
+        let step = Step::task(EventKind::PlanAccepted, detail);
         if self.ledger.record().status == TaskStatus::Running {
-            self.record(None, None, EventKind::PlanAccepted, detail)
-                .await
+            self.journal.record(step).await?;
+            Ok(())
         } else {
-            let note = (EventKind::PlanAccepted, detail);
-            self.set_status(TaskStatus::Running, Some(note)).await
+            self.set_status(TaskStatus::Running, Some(step)).await
         }
     }
 
@@ -96,15 +97,14 @@ impl Driver {
             )));
         }
         self.replans += 1;
-        self.record(None, None, EventKind::Replanning, reason.clone())
+        self.journal
+            .record(Step::task(EventKind::Replanning, reason.clone()))
             .await?;
         let plan = self
             .ask_plan(Some(prompts::replan_user(&self.ledger, &situation)))
             .await?;
         self.install(plan).await?;
-        self.deadlines.clear();
-        self.retry_at.clear();
-        self.close_superseded_attempts();
+        self.attempts.supersede_all();
         self.stalls = 0;
         Ok(())
     }
@@ -115,12 +115,13 @@ impl Driver {
     async fn evaluate(&mut self, situation: &str) -> Result<Option<ProgressEvaluation>, End> {
         let shared = self.shared.clone();
         let task_id = self.ledger.id();
+        let notes = self.journal.notes();
         let mut usage = Usage::default();
         let evaluated = self
             .bounded(shared.planner.evaluate(
                 shared.llm.as_ref(),
                 &shared.config,
-                &shared.recorder,
+                &notes,
                 task_id,
                 prompts::evaluation_user(situation),
                 &mut usage,
@@ -139,13 +140,15 @@ impl Driver {
                     yes_no(e.in_loop),
                     e.reason
                 );
-                self.record(None, None, EventKind::ProgressEvaluated, detail)
+                self.journal
+                    .record(Step::task(EventKind::ProgressEvaluated, detail))
                     .await?;
                 Ok(Some(e))
             }
             Err(failure) => {
                 let detail = format!("{}; re-planning without it", failure.reason);
-                self.record(None, None, EventKind::ProgressEvaluated, detail)
+                self.journal
+                    .record(Step::task(EventKind::ProgressEvaluated, detail))
                     .await?;
                 Ok(None)
             }

@@ -1,8 +1,5 @@
 //! Replies and timers: applying workers' messages, attempt failures, timeouts and stalls.
 
-use super::{Driver, End};
-use crate::config::duration::format as fmt;
-use crate::{backoff, prompts};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use troupe_core::bus::Delivery;
@@ -11,16 +8,41 @@ use troupe_core::ledger::{EventKind, SubtaskChange};
 use troupe_core::task::Usage;
 use troupe_core::{AgentId, SubtaskId};
 
+use super::attempts::Outcome;
+use super::journal::{By, Step};
+use super::{Driver, End};
+use crate::config::duration::format as fmt;
+use crate::{backoff, prompts};
+
+/// What became of a reply.
+enum Verdict {
+    /// It was applied (or was a duplicate with nothing left to apply): ack it.
+    Applied,
+    /// It can never be applied, for this reason: set it aside.
+    Unusable(String),
+}
+
+/// A failed attempt, as the driver handles it.
+pub(super) struct Failure<'a> {
+    pub(super) id: &'a SubtaskId,
+    pub(super) attempt: u32,
+    pub(super) error: String,
+    /// Whether another attempt may succeed.
+    pub(super) retryable: bool,
+    /// The worker that reported it and the tokens it spent; `None` when the
+    /// orchestrator saw it (a timeout, a failed publish).
+    pub(super) reported: Option<(&'a AgentId, Usage)>,
+}
+
 impl Driver {
     pub(super) async fn on_reply(&mut self, delivery: Delivery) -> Result<(), End> {
         let span = match &delivery.envelope.subtask_id {
-            Some(id) => self.attempt_span(id),
+            Some(id) => self.attempts.span(id),
             None => tracing::Span::none(),
         };
-        let verdict = self.apply_reply(&delivery).instrument(span).await?;
-        let acked = match verdict {
-            Ok(()) => delivery.ack().await,
-            Err(reason) => {
+        let acked = match self.apply_reply(&delivery).instrument(span).await? {
+            Verdict::Applied => delivery.ack().await,
+            Verdict::Unusable(reason) => {
                 tracing::warn!(message_id = %delivery.envelope.id, %reason, "unusable reply set aside");
                 delivery.dead_letter(&reason).await
             }
@@ -31,24 +53,20 @@ impl Driver {
         Ok(())
     }
 
-    /// Applies a worker's reply; `Ok(Err(reason))` means the reply is unusable.
-    pub(super) async fn apply_reply(
-        &mut self,
-        delivery: &Delivery,
-    ) -> Result<Result<(), String>, End> {
+    async fn apply_reply(&mut self, delivery: &Delivery) -> Result<Verdict, End> {
         let env = &delivery.envelope;
         let (task_id, id, attempt) = match env.subtask_ref() {
             Ok(r) => r,
-            Err(e) => return Ok(Err(e.to_string())),
+            Err(e) => return Ok(Verdict::Unusable(e.to_string())),
         };
         if task_id != self.ledger.id() {
-            return Ok(Err(format!(
+            return Ok(Verdict::Unusable(format!(
                 "reply for task {task_id} reached task {}",
                 self.ledger.id()
             )));
         }
         let Some(current) = self.ledger.subtask(id) else {
-            return Ok(Err(format!("the task has no subtask {id}")));
+            return Ok(Verdict::Unusable(format!("the task has no subtask {id}")));
         };
         let in_flight = current.attempts == attempt && current.status.is_in_flight();
         let id = id.clone();
@@ -61,57 +79,56 @@ impl Driver {
                         agent: from.clone(),
                     };
                     let detail = format!("started by {from}");
-                    self.apply_recorded(&id, &change, |d| {
-                        d.entry(
-                            Some(&from),
-                            Some((&id, attempt)),
-                            EventKind::SubtaskStarted,
-                            detail,
-                            Usage::default(),
-                        )
-                    })
-                    .await?;
+                    let step = Step::attempt(
+                        By::Agent(&from),
+                        &id,
+                        attempt,
+                        EventKind::SubtaskStarted,
+                        detail,
+                    );
+                    self.apply_recorded(&id, &change, step).await?;
                 }
                 Ok(Progress::Note { message }) => {
                     if in_flight {
-                        self.record(
-                            Some(&from),
-                            Some((&id, attempt)),
+                        let step = Step::attempt(
+                            By::Agent(&from),
+                            &id,
+                            attempt,
                             EventKind::SubtaskProgress,
                             message,
-                        )
-                        .await?;
+                        );
+                        self.journal.record(step).await?;
                     }
                 }
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => return Ok(Verdict::Unusable(e.to_string())),
             },
             MessageKind::TaskResult => match env.decode::<TaskResult>() {
                 Ok(result) => self.on_result(&id, attempt, &from, result).await?,
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => return Ok(Verdict::Unusable(e.to_string())),
             },
             MessageKind::TaskError => match env.decode::<TaskError>() {
                 Ok(e) => {
-                    self.on_attempt_failed(
-                        &id,
+                    let failure = Failure {
+                        id: &id,
                         attempt,
-                        e.message,
-                        e.retryable,
-                        Some((&from, e.usage)),
-                    )
-                    .await?;
+                        error: e.message,
+                        retryable: e.retryable,
+                        reported: Some((&from, e.usage)),
+                    };
+                    self.on_attempt_failed(failure).await?;
                 }
-                Err(e) => return Ok(Err(e.to_string())),
+                Err(e) => return Ok(Verdict::Unusable(e.to_string())),
             },
             other => {
-                return Ok(Err(format!(
+                return Ok(Verdict::Unusable(format!(
                     "unexpected {other} message on the orchestrator's inbox"
                 )));
             }
         }
-        Ok(Ok(()))
+        Ok(Verdict::Applied)
     }
 
-    pub(super) async fn on_result(
+    async fn on_result(
         &mut self,
         id: &SubtaskId,
         attempt: u32,
@@ -124,49 +141,38 @@ impl Driver {
             agent: from.clone(),
             result: result.output,
         };
-        let recorded = self
-            .apply_recorded(id, &change, |d| {
-                d.entry(
-                    Some(from),
-                    Some((id, attempt)),
-                    EventKind::SubtaskCompleted,
-                    detail,
-                    result.usage,
-                )
-            })
-            .await?;
-        if !recorded {
+        let step = Step::attempt(
+            By::Agent(from),
+            id,
+            attempt,
+            EventKind::SubtaskCompleted,
+            detail,
+        )
+        .costing(result.usage);
+        if !self.apply_recorded(id, &change, step).await? {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale result ignored");
             return Ok(());
         }
         self.ledger.add_usage(result.usage);
-        self.deadlines.remove(id);
-        self.close_attempt(id, "completed", false);
-        self.gate_outcome(id, false);
+        self.attempts.settle(id, Outcome::Completed);
         self.stalls = 0;
         Ok(())
     }
 
-    pub(super) async fn on_attempt_failed(
-        &mut self,
-        id: &SubtaskId,
-        attempt: u32,
-        error: String,
-        retryable: bool,
-        reported: Option<(&AgentId, Usage)>,
-    ) -> Result<(), End> {
-        let (by, usage) = match reported {
-            Some((agent, usage)) => (Some(agent), usage),
-            None => (None, Usage::default()),
-        };
-        let shared = self.shared.clone();
-        let config = &shared.config.orchestrator;
-        let retry = retryable && attempt < config.max_attempts;
-        let change = SubtaskChange::AttemptFailed {
+    pub(super) async fn on_attempt_failed(&mut self, failure: Failure<'_>) -> Result<(), End> {
+        let Failure {
+            id,
             attempt,
-            error: error.clone(),
-            retry,
+            error,
+            retryable,
+            reported,
+        } = failure;
+        let (by, usage) = match reported {
+            Some((agent, usage)) => (By::Agent(agent), usage),
+            None => (By::Orchestrator, Usage::default()),
         };
+        let config = &self.shared.config.orchestrator;
+        let retry = retryable && attempt < config.max_attempts;
         let wait = retry.then(|| backoff::delay(&config.retry, attempt, None));
         let (event, detail) = match wait {
             Some(wait) => (
@@ -185,25 +191,27 @@ impl Driver {
                 format!("failed with an error another attempt cannot fix: {error}"),
             ),
         };
-        let recorded = self
-            .apply_recorded(id, &change, |d| {
-                d.entry(by, Some((id, attempt)), event, detail, usage)
-            })
-            .await?;
-        if !recorded {
+        let change = SubtaskChange::AttemptFailed {
+            attempt,
+            error: error.clone(),
+            retry,
+        };
+        let step = Step::attempt(by, id, attempt, event, detail).costing(usage);
+        if !self.apply_recorded(id, &change, step).await? {
             tracing::debug!(subtask_id = %id, attempt, "duplicate or stale failure ignored");
             return Ok(());
         }
         self.ledger.add_usage(usage);
-        self.deadlines.remove(id);
-        self.close_attempt(id, if retry { "retry" } else { "failed" }, true);
-        self.gate_outcome(id, retryable);
         self.stalls += 1;
         match wait {
             Some(wait) => {
-                self.retry_at.insert(id.clone(), Instant::now() + wait);
+                self.attempts
+                    .settle(id, Outcome::Retry { unwell: retryable });
+                self.attempts.retry_at(id.clone(), Instant::now() + wait);
             }
             None => {
+                self.attempts
+                    .settle(id, Outcome::Failed { unwell: retryable });
                 let role = self
                     .ledger
                     .subtask(id)
@@ -228,7 +236,8 @@ impl Driver {
             "{} failures in a row with no subtask completing",
             self.stalls
         );
-        self.record(None, None, EventKind::Stalled, reason.clone())
+        self.journal
+            .record(Step::task(EventKind::Stalled, reason.clone()))
             .await?;
         self.replan_or_fail(reason).await
     }
@@ -238,21 +247,18 @@ impl Driver {
         if now >= self.task_deadline {
             return Err(self.timed_out());
         }
-        let expired: Vec<SubtaskId> = self
-            .deadlines
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
         let timeout = fmt(self.shared.config.orchestrator.subtask_timeout());
-        for id in expired {
-            self.deadlines.remove(&id);
+        for id in self.attempts.expire(now) {
             let attempt = self.ledger.subtask(&id).map_or(0, |s| s.attempts);
-            let error = format!("no result within {timeout}");
-            let span = self.attempt_span(&id);
-            self.on_attempt_failed(&id, attempt, error, true, None)
-                .instrument(span)
-                .await?;
+            let span = self.attempts.span(&id);
+            let failure = Failure {
+                id: &id,
+                attempt,
+                error: format!("no result within {timeout}"),
+                retryable: true,
+                reported: None,
+            };
+            self.on_attempt_failed(failure).instrument(span).await?;
         }
         // Retries that are due are dispatched by the next `dispatch_ready`.
         Ok(())

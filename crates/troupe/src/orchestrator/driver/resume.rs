@@ -14,9 +14,10 @@
 use serde::{Deserialize, Serialize};
 use troupe_core::SubtaskId;
 use troupe_core::ledger::{EventKind, SubtaskChange};
-use troupe_core::store::{Checkpoint, StoreError, Stores};
+use troupe_core::store::Checkpoint;
 use troupe_core::task::{TaskRecord, Usage};
 
+use super::journal::{By, Step};
 use super::{Driver, End};
 
 /// The driver's own state, as a checkpoint keeps it.
@@ -65,10 +66,11 @@ impl Driver {
         let detail = format!(
             "resumed by {} (lease epoch {}) from the checkpoint at step {from_step}; {} attempt(s) in flight dispatched again",
             self.shared.agent,
-            self.epoch,
+            self.journal.epoch(),
             in_flight.len()
         );
-        self.record(None, None, EventKind::TaskResumed, detail)
+        self.journal
+            .record(Step::task(EventKind::TaskResumed, detail))
             .await?;
         for (id, attempt) in in_flight {
             let change = SubtaskChange::AttemptFailed {
@@ -76,75 +78,16 @@ impl Driver {
                 error: "its coordinator stopped while it was in flight".into(),
                 retry: true,
             };
-            let detail = "its coordinator stopped while it was in flight; dispatching it again";
-            self.apply_recorded(&id, &change, |d| {
-                d.entry(
-                    None,
-                    Some((&id, attempt)),
-                    EventKind::AttemptFailed,
-                    detail.into(),
-                    Usage::default(),
-                )
-            })
-            .await?;
+            let step = Step::attempt(
+                By::Orchestrator,
+                &id,
+                attempt,
+                EventKind::AttemptFailed,
+                "its coordinator stopped while it was in flight; dispatching it again",
+            );
+            self.apply_recorded(&id, &change, step).await?;
         }
         Ok(())
-    }
-
-    /// Saves the driver's state under its lease epoch. A fenced save means
-    /// another coordinator has the task: the run ends here, leaving it to them.
-    pub(super) async fn checkpoint(&mut self) -> Result<(), End> {
-        let checkpoint = self.take_checkpoint()?;
-        save(&self.shared.stores, checkpoint.as_ref()).await?;
-        Ok(())
-    }
-
-    /// The checkpoint of the driver's state now, if it holds a lease (and so
-    /// has an epoch to save it under); counting restarts from here.
-    pub(super) fn take_checkpoint(&mut self) -> Result<Option<Checkpoint>, End> {
-        self.since_checkpoint = 0;
-        if self.epoch == 0 {
-            return Ok(None);
-        }
-        let state = DriverState {
-            request_id: self.request_id.clone(),
-            stalls: self.stalls,
-            replans: self.replans,
-            usage: self.ledger.record().usage,
-        };
-        let state = serde_json::to_value(&state)
-            .map_err(|e| End::Store(StoreError::Backend(format!("checkpoint: {e}"))))?;
-        Ok(Some(Checkpoint {
-            task: self.ledger.id(),
-            epoch: self.epoch,
-            step: self.last_step,
-            state,
-            at: troupe_core::time::now(),
-        }))
-    }
-
-    /// Counts a step of the run; checkpoints every `checkpoint_every`.
-    pub(super) async fn step_done(&mut self) -> Result<(), End> {
-        self.since_checkpoint += 1;
-        if self.since_checkpoint >= self.shared.config.coordinator.checkpoint_every {
-            self.checkpoint().await?;
-        }
-        Ok(())
-    }
-
-    /// Gives the lease back when the process stops, so that another
-    /// coordinator can take the task at once rather than after the lease lapses.
-    pub(super) async fn release(&self) {
-        if self.epoch == 0 {
-            return;
-        }
-        let leases = &self.shared.stores.leases;
-        if let Err(e) = leases
-            .release(self.ledger.id(), &self.shared.agent, self.epoch)
-            .await
-        {
-            tracing::warn!(error = %e, "could not give the task's lease back; it lapses by itself");
-        }
     }
 }
 
@@ -161,15 +104,4 @@ pub(in crate::orchestrator) fn resumed_record(
         record.usage = state.usage;
     }
     record
-}
-
-/// Saves `checkpoint`, if there is one (a driver without a lease has none).
-pub(super) async fn save(
-    stores: &Stores,
-    checkpoint: Option<&Checkpoint>,
-) -> Result<(), StoreError> {
-    match checkpoint {
-        Some(checkpoint) => stores.checkpoints.save_checkpoint(checkpoint).await,
-        None => Ok(()),
-    }
 }
