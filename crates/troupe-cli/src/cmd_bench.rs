@@ -129,15 +129,14 @@ pub(crate) async fn bench(args: BenchArgs, mut settings: Settings) -> anyhow::Re
     let stores = backend::stores(&store_url, &settings).await?;
     let bus_label = bus.name().to_owned();
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
-    let troupe = Arc::new(
-        llms.builder()
-            .bus(bus)
-            .host_workers(host_workers)
-            .stores(stores)
-            .config(config)
-            .build()
-            .await?,
-    );
+    let troupe = llms
+        .builder()
+        .bus(bus)
+        .host_workers(host_workers)
+        .stores(stores)
+        .config(config)
+        .build()
+        .await?;
 
     let warmup = args.warmup.unwrap_or((args.tasks / 10).min(500));
     if warmup > 0 {
@@ -153,9 +152,7 @@ pub(crate) async fn bench(args: BenchArgs, mut settings: Settings) -> anyhow::Re
         usage += *spent;
     }
     plans.finish(args.tasks);
-    if let Ok(troupe) = Arc::try_unwrap(troupe) {
-        troupe.shutdown().await;
-    }
+    troupe.shutdown().await;
     llms.stop().await;
     if let Some(server) = metrics {
         server.stop().await;
@@ -192,11 +189,7 @@ pub(crate) async fn bench(args: BenchArgs, mut settings: Settings) -> anyhow::Re
 type Finished = (Duration, TaskId, bool, Usage);
 
 /// Runs `n` tasks with at most `concurrency` in flight.
-async fn run_batch(
-    troupe: &Arc<Troupe>,
-    n: usize,
-    concurrency: usize,
-) -> anyhow::Result<Vec<Finished>> {
+async fn run_batch(troupe: &Troupe, n: usize, concurrency: usize) -> anyhow::Result<Vec<Finished>> {
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut running = JoinSet::new();
     for i in 0..n {

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use tokio::sync::broadcast::error::RecvError;
+use futures::StreamExt as _;
 use troupe::core::task::TaskStatus;
 
 use crate::backend::{self, Llms};
@@ -35,10 +35,11 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
         .build()
         .await?;
 
-    let mut events = troupe.subscribe();
     let started = Instant::now();
     let handle = troupe.submit(args.goal).await?;
     let id = handle.id();
+    let mut events = handle.events();
+    let mut following = true;
     let mut live = Live::new(!args.json);
     let mut interrupted = false;
     let done = handle.wait();
@@ -46,10 +47,13 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     let record = loop {
         tokio::select! {
             record = &mut done => break record?,
-            event = events.recv() => match event {
-                Ok(entry) => live.show(id, &entry),
-                Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => {}
+            event = events.next(), if following => match event {
+                Some(Ok(entry)) => live.show(id, &entry),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "could not follow the task's progress");
+                    following = false;
+                }
+                None => following = false,
             },
             () = stop_requested(), if !interrupted => {
                 interrupted = true;

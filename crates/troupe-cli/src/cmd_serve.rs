@@ -2,8 +2,6 @@
 //! the built-in workers, until Ctrl-C or SIGTERM; and the metrics endpoint
 //! that `troupe run --metrics-addr` starts.
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -70,15 +68,14 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let llms = Llms::start(&settings).await?;
     let stores = backend::stores(settings.store_url(), &settings).await?;
     let config = llms.config(&settings);
-    let troupe = Arc::new(
-        llms.builder()
-            .bus(bus)
-            .host_workers(host_workers)
-            .stores(stores)
-            .config(config)
-            .build()
-            .await?,
-    );
+    let troupe = llms
+        .builder()
+        .bus(bus)
+        .host_workers(host_workers)
+        .stores(stores)
+        .config(config)
+        .build()
+        .await?;
     let state = ApiState {
         troupe: Some(troupe.clone()),
         metrics: Some(metrics),
@@ -87,10 +84,7 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     stop_requested().await;
     eprintln!("troupe: stopping");
     server.stop().await;
-    match Arc::try_unwrap(troupe) {
-        Ok(troupe) => troupe.shutdown().await,
-        Err(_) => tracing::warn!("requests still hold the runtime; stopping without waiting"),
-    }
+    troupe.shutdown().await;
     llms.stop().await;
     Ok(0)
 }

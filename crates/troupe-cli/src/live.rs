@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use troupe::core::TaskId;
-use troupe::core::ledger::{EventKind, ProgressEntry};
+use troupe::core::ledger::{EventKind, ProgressEntry, StepData};
 
 /// The display, hidden when not on a terminal.
 pub(crate) struct Live {
@@ -44,8 +44,10 @@ impl Live {
         }
         match entry.event {
             EventKind::PlanAccepted => {
-                self.total = entry.detail.split(", ").count();
-                self.done = 0;
+                if let Some(StepData::Plan { subtasks, .. }) = &entry.data {
+                    self.total = subtasks.len();
+                    self.done = 0;
+                }
             }
             EventKind::SubtaskCompleted => self.done += 1,
             _ => {}

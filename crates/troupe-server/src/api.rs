@@ -1,14 +1,11 @@
 //! The routes: the task API under `/v1`, `/healthz` and `/metrics`.
 
-use std::sync::Arc;
-
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::Instrument as _;
@@ -19,10 +16,11 @@ use troupe::core::store::TaskQuery;
 use troupe::core::task::{TaskStatus, TaskSummary};
 
 use crate::error::ApiError;
+use crate::extract::{Expected, JsonBody, QueryParams, RequestId, Runtime, TaskIdPath, task_id};
 use crate::metrics::Metrics;
 
 /// The largest request body accepted.
-const MAX_BODY: usize = 1024 * 1024;
+pub(crate) const MAX_BODY: usize = 1024 * 1024;
 /// The largest page of tasks.
 const MAX_PAGE: usize = 500;
 
@@ -32,20 +30,16 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct ApiState {
     /// The runtime tasks are submitted to (`None`: only health and metrics).
-    pub troupe: Option<Arc<Troupe>>,
+    pub troupe: Option<Troupe>,
     /// The metrics to expose (`None`: no `/metrics`).
     pub metrics: Option<Metrics>,
 }
-
-/// The id of the request being served.
-#[derive(Clone, Debug)]
-struct RequestId(String);
 
 /// The whole API: the task routes when `state.troupe` is set, `/healthz`
 /// always, `/metrics` when `state.metrics` is set.
 ///
 /// ```no_run
-/// # async fn demo(troupe: std::sync::Arc<troupe::Troupe>) -> std::io::Result<()> {
+/// # async fn demo(troupe: troupe::Troupe) -> std::io::Result<()> {
 /// use troupe_server::{ApiState, Metrics, router, serve};
 ///
 /// let state = ApiState { troupe: Some(troupe), metrics: Metrics::install().ok() };
@@ -124,16 +118,13 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn troupe(state: &ApiState) -> Result<&Arc<Troupe>, ApiError> {
-    state
-        .troupe
-        .as_ref()
-        .ok_or_else(|| ApiError::not_found("this server runs no tasks"))
-}
-
 #[derive(Debug, Deserialize)]
 struct SubmitRequest {
     goal: String,
+}
+
+impl Expected for SubmitRequest {
+    const SHAPE: &'static str = "{\"goal\": \"...\"}";
 }
 
 #[derive(Debug, Serialize)]
@@ -142,29 +133,11 @@ struct Submitted {
 }
 
 async fn submit(
-    State(state): State<ApiState>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    body: Result<Json<SubmitRequest>, JsonRejection>,
+    Runtime(troupe): Runtime,
+    RequestId(request_id): RequestId,
+    JsonBody(body): JsonBody<SubmitRequest>,
 ) -> Result<(StatusCode, Json<Submitted>), ApiError> {
-    let Json(body) = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {MAX_BODY} bytes"),
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
-        _ => ApiError::bad_request(format!(
-            "the body must be {{\"goal\": \"...\"}}: {}",
-            e.body_text()
-        )),
-    })?;
-    let handle = troupe(&state)?
-        .submit_for_request(body.goal, request_id)
-        .await?;
+    let handle = troupe.submit_for_request(body.goal, request_id).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Submitted {
@@ -173,22 +146,8 @@ async fn submit(
     ))
 }
 
-fn path_task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
-    let Path(text) = path.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    task_id(&text)
-}
-
-fn task_id(text: &str) -> Result<TaskId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::bad_request(format!("{text:?} is not a task id")))
-}
-
-async fn task(
-    State(state): State<ApiState>,
-    id: Result<Path<String>, PathRejection>,
-) -> Result<Response, ApiError> {
-    let id = path_task_id(id)?;
-    let record = troupe(&state)?
+async fn task(Runtime(troupe): Runtime, TaskIdPath(id): TaskIdPath) -> Result<Response, ApiError> {
+    let record = troupe
         .task(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no task {id}")))?;
@@ -196,11 +155,9 @@ async fn task(
 }
 
 async fn ledger(
-    State(state): State<ApiState>,
-    id: Result<Path<String>, PathRejection>,
+    Runtime(troupe): Runtime,
+    TaskIdPath(id): TaskIdPath,
 ) -> Result<Json<Ledgers>, ApiError> {
-    let id = path_task_id(id)?;
-    let troupe = troupe(&state)?;
     let record = troupe
         .task(id)
         .await?
@@ -225,10 +182,9 @@ struct Page {
 }
 
 async fn list(
-    State(state): State<ApiState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    Runtime(troupe): Runtime,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let status = query
         .status
         .as_deref()
@@ -238,16 +194,13 @@ async fn list(
     let before = query.before.as_deref().map(task_id).transpose()?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
     // One more than the page, to know whether another page follows.
-    let mut tasks = troupe(&state)?
-        .stores()
-        .tasks
+    let mut tasks = troupe
         .list_tasks(&TaskQuery {
             status,
             before,
             limit: limit + 1,
         })
-        .await
-        .map_err(troupe::TroupeError::from)?;
+        .await?;
     let next_before = if tasks.len() > limit {
         tasks.truncate(limit);
         tasks.last().map(|t| t.id)

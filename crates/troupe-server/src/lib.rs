@@ -13,6 +13,7 @@
 
 mod api;
 mod error;
+mod extract;
 mod metrics;
 
 use std::net::SocketAddr;

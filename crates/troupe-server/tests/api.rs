@@ -26,7 +26,7 @@ async fn start() -> Api {
         .await
         .unwrap();
     let state = ApiState {
-        troupe: Some(Arc::new(troupe)),
+        troupe: Some(troupe),
         metrics: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

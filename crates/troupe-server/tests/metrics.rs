@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -106,7 +105,7 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
         )
         .build()
         .unwrap();
-    let troupe = Arc::new(Troupe::builder().llm(Arc::new(llm)).build().await.unwrap());
+    let troupe = Troupe::builder().llm(llm).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -213,5 +212,5 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
     drop(http);
     stop.cancel();
     server.await.unwrap().unwrap();
-    Arc::try_unwrap(troupe).unwrap().shutdown().await;
+    troupe.shutdown().await;
 }

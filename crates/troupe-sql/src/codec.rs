@@ -3,6 +3,7 @@
 #![cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 
 use chrono::{DateTime, Utc};
+use troupe_core::ledger::StepData;
 use troupe_core::store::StoreError;
 use troupe_core::{SubtaskId, TaskId};
 
@@ -67,4 +68,23 @@ pub(crate) fn i64_of(v: u64) -> i64 {
 fn corrupt(column: &str, value: &str, e: &dyn std::fmt::Display) -> StoreError {
     let value: String = value.chars().take(60).collect();
     StoreError::Corrupt(format!("{column} = {value:?}: {e}"))
+}
+
+/// A step's data as stored: JSON text.
+pub(crate) fn data_json(data: &StepData) -> String {
+    // A plain enum of strings and numbers: serialising it cannot fail.
+    serde_json::to_string(data).unwrap_or_default()
+}
+
+/// A step's data as read back. Data this version cannot read (written by a
+/// newer one) is left out with a warning: the step itself stays readable.
+pub(crate) fn step_data(text: Option<String>) -> Option<StepData> {
+    let text = text?;
+    match serde_json::from_str(&text) {
+        Ok(data) => Some(data),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable step data left out");
+            None
+        }
+    }
 }

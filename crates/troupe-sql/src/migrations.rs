@@ -32,14 +32,26 @@ pub const SQLITE: &[Migration] = &[
         name: "leases_checkpoints",
         sql: include_str!("../migrations/sqlite/0003_leases_checkpoints.sql"),
     },
+    Migration {
+        version: 4,
+        name: "step_data",
+        sql: include_str!("../migrations/sqlite/0004_step_data.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations.
-pub const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "step_data",
+        sql: include_str!("../migrations/postgres/0002_step_data.sql"),
+    },
+];
 
 /// The table that records applied migrations (same name in every dialect).
 pub const TABLE: &str = "troupe_migrations";

@@ -35,9 +35,10 @@
 pub mod backoff;
 pub mod config;
 mod error;
+pub mod events;
 mod llm_call;
 mod orchestrator;
-mod prompts;
+pub mod prompts;
 pub mod resilience;
 pub mod runtime;
 pub mod telemetry;
@@ -47,5 +48,7 @@ pub use troupe_core as core;
 
 pub use config::TroupeConfig;
 pub use error::TroupeError;
+pub use events::TaskEvents;
 pub use orchestrator::{TaskHandle, request_id};
+pub use prompts::{DefaultPrompts, Prompts};
 pub use runtime::{Troupe, TroupeBuilder};

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, SubtaskId, TaskId};
+use crate::plan::PlanSubtask;
 use crate::task::Usage;
 
 /// The longest `detail` kept in a progress entry; longer text is clipped.
@@ -110,6 +111,31 @@ impl EventKind {
 
 crate::named::named_enum!(EventKind);
 
+/// What a program may need to know of a step, beyond its `detail` (which
+/// is for people): the plan a `plan_accepted` step installed, say.
+///
+/// ```
+/// use troupe_core::ledger::StepData;
+///
+/// let json = r#"{"kind":"plan","revision":0,"subtasks":[
+///     {"id":"s1","role":"writer","title":"Draft","instruction":"Write it","depends_on":[]}]}"#;
+/// let data: StepData = serde_json::from_str(json).unwrap();
+/// let StepData::Plan { subtasks, .. } = &data else { unreachable!() };
+/// assert_eq!(subtasks[0].role.as_str(), "writer");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StepData {
+    /// The plan a `plan_accepted` step installed.
+    Plan {
+        /// Its revision (0 for the first plan).
+        revision: u32,
+        /// Its subtasks, in plan order.
+        subtasks: Vec<PlanSubtask>,
+    },
+}
+
 /// One step in the progress ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProgressEntry {
@@ -132,6 +158,20 @@ pub struct ProgressEntry {
     /// The LLM tokens this step spent, if it made LLM calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What a program may need to know of the step, where there is more than
+    /// its detail (see [`StepData`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<StepData>,
+}
+
+impl ProgressEntry {
+    /// Whether this is a task's last step: it ended, completed or not.
+    pub fn ends_task(&self) -> bool {
+        matches!(
+            self.event,
+            EventKind::TaskCompleted | EventKind::TaskFailed | EventKind::TaskCancelled
+        )
+    }
 }
 
 /// A progress entry before the store gives it a step number.
@@ -154,6 +194,9 @@ pub struct NewProgressEntry {
     /// The LLM tokens this step spent, if it made LLM calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// What a program may need to know of the step (see [`StepData`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<StepData>,
     /// The lease epoch the writer holds the task under, if it holds a lease:
     /// the store refuses the entry ([`StoreError::Fenced`](crate::store::StoreError::Fenced))
     /// once the task's epoch has moved on, so a coordinator that lost the
@@ -179,8 +222,15 @@ impl NewProgressEntry {
             event,
             detail: clip(detail.into()),
             usage: None,
+            data: None,
             fence: None,
         }
+    }
+
+    /// The same entry, with what a program may need to know of it.
+    pub fn with_data(mut self, data: StepData) -> Self {
+        self.data = Some(data);
+        self
     }
 
     /// The same entry, fenced with a lease epoch (see [`fence`](Self::fence)).
@@ -223,6 +273,7 @@ impl NewProgressEntry {
             event: self.event,
             detail: self.detail,
             usage: self.usage,
+            data: self.data,
         }
     }
 }

@@ -24,12 +24,12 @@ pub enum LedgerError {
 ///
 /// ```
 /// use troupe_core::ledger::{SubtaskChange, TaskLedger};
-/// use troupe_core::plan::{Plan, PlanStep};
+/// use troupe_core::plan::{Plan, PlanSubtask};
 /// use troupe_core::task::TaskRecord;
 /// use troupe_core::{AgentId, Role, SubtaskId, TaskId};
 ///
 /// let mut ledger = TaskLedger::new(TaskRecord::new(TaskId::new(), "greet", chrono::Utc::now()));
-/// let step = |id: &str, deps: &[&str]| PlanStep {
+/// let step = |id: &str, deps: &[&str]| PlanSubtask {
 ///     id: SubtaskId::new(id).unwrap(),
 ///     role: Role::new("writer").unwrap(),
 ///     title: String::new(),
@@ -243,11 +243,11 @@ impl TaskLedger {
 mod tests {
     use super::*;
     use crate::ids::AgentId;
-    use crate::plan::PlanStep;
+    use crate::plan::PlanSubtask;
     use crate::role::Role;
 
-    fn step(id: &str, deps: &[&str]) -> PlanStep {
-        PlanStep {
+    fn step(id: &str, deps: &[&str]) -> PlanSubtask {
+        PlanSubtask {
             id: SubtaskId::new(id).unwrap(),
             role: Role::new("analyst").unwrap(),
             title: id.to_owned(),

@@ -30,12 +30,12 @@ pub struct Plan {
     /// Facts the planner stated: what is given, what must be found out.
     pub facts: Vec<String>,
     /// The subtasks, in the order the planner gave them.
-    pub subtasks: Vec<PlanStep>,
+    pub subtasks: Vec<PlanSubtask>,
 }
 
 /// One subtask of a validated plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanStep {
+pub struct PlanSubtask {
     /// Its id, unique within the task.
     pub id: SubtaskId,
     /// The role that works on it.

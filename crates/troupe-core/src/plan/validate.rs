@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::ids::SubtaskId;
 use crate::plan::parser::{PlanContext, Problem};
-use crate::plan::{Plan, PlanDraft, PlanStep};
+use crate::plan::{Plan, PlanDraft, PlanSubtask};
 use crate::role::Role;
 
 /// Turns a schema-valid draft into a [`Plan`], or lists every problem with it.
@@ -128,7 +128,7 @@ pub fn check_draft(
                 depends_on.push(dep);
             }
         }
-        steps.push(PlanStep {
+        steps.push(PlanSubtask {
             id,
             role,
             title: step.title.trim().to_owned(),

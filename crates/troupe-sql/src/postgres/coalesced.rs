@@ -34,7 +34,7 @@ use troupe_core::{SubtaskId, TaskId};
 use super::pg_error;
 use super::rows::terminal;
 use super::writer::Pending;
-use crate::codec::{i64_of, u64_col};
+use crate::codec::{data_json, i64_of, u64_col};
 
 /// A subtask change, queued.
 #[derive(Debug)]
@@ -67,18 +67,19 @@ pub(crate) async fn append(
     settle_appends(conn, writes, rows).await
 }
 
-/// The common table expressions of an append whose ten arrays are bound
+/// The common table expressions of an append whose eleven arrays are bound
 /// from `$p` on: `input`, `next` (the raised counters of the tasks whose
 /// lease epoch matches the entry's fence, if it has one) and `ins` (the
 /// inserted entries' task and step).
 pub(super) fn append_ctes(p: usize) -> String {
-    let n: Vec<String> = (p..p + 10).map(|i| format!("${i}")).collect();
+    let n: Vec<String> = (p..p + 11).map(|i| format!("${i}")).collect();
     format!(
         "input AS ( \
            SELECT * FROM UNNEST({}::uuid[], {}::timestamptz[], {}::text[], {}::text[], \
-             {}::bigint[], {}::text[], {}::text[], {}::bigint[], {}::bigint[], {}::bigint[]) \
+             {}::bigint[], {}::text[], {}::text[], {}::bigint[], {}::bigint[], {}::bigint[], \
+             {}::text[]) \
            AS u(task_id, at, agent, subtask_id, attempt, event, detail, prompt_tokens, \
-             completion_tokens, fence)), \
+             completion_tokens, fence, data)), \
          next AS ( \
            UPDATE tasks t SET last_step = t.last_step + 1 FROM input i \
            WHERE t.id = i.task_id AND t.id = ANY({}) \
@@ -86,12 +87,12 @@ pub(super) fn append_ctes(p: usize) -> String {
            RETURNING t.id, t.last_step), \
          ins AS ( \
            INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, \
-             event, detail, prompt_tokens, completion_tokens) \
+             event, detail, prompt_tokens, completion_tokens, data) \
            SELECT i.task_id, n.last_step, i.at, i.agent, i.subtask_id, i.attempt, i.event, \
-             i.detail, i.prompt_tokens, i.completion_tokens \
+             i.detail, i.prompt_tokens, i.completion_tokens, i.data \
            FROM input i JOIN next n ON n.id = i.task_id \
            RETURNING task_id, step)",
-        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[0]
+        n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7], n[8], n[9], n[10], n[0]
     )
 }
 
@@ -145,6 +146,7 @@ pub(super) struct AppendColumns<'a> {
     prompt: Vec<Option<i64>>,
     completion: Vec<Option<i64>>,
     fence: Vec<Option<i64>>,
+    data: Vec<Option<String>>,
 }
 
 impl<'a> AppendColumns<'a> {
@@ -162,11 +164,12 @@ impl<'a> AppendColumns<'a> {
             c.completion
                 .push(e.usage.map(|u| i64_of(u.completion_tokens)));
             c.fence.push(e.fence.map(i64_of));
+            c.data.push(e.data.as_ref().map(data_json));
         }
         c
     }
 
-    /// Binds the ten arrays, in the order of [`append_ctes`].
+    /// Binds the eleven arrays, in the order of [`append_ctes`].
     pub(super) fn bind<'q, O>(&'q self, q: Query<'q, O>) -> Query<'q, O> {
         q.bind(&self.task)
             .bind(&self.at)
@@ -178,6 +181,7 @@ impl<'a> AppendColumns<'a> {
             .bind(&self.prompt)
             .bind(&self.completion)
             .bind(&self.fence)
+            .bind(&self.data)
     }
 }
 

@@ -9,7 +9,7 @@ use troupe_core::store::StoreError;
 use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary, Usage};
 use troupe_core::{AgentId, TaskId};
 
-use crate::codec::{parse, u32_col, u64_col};
+use crate::codec::{parse, step_data, u32_col, u64_col};
 
 /// Reads a column by name; a value of the wrong type is corrupt data.
 pub(super) fn col<'r, T>(row: &'r PgRow, name: &str) -> Result<T, StoreError>
@@ -49,7 +49,7 @@ pub(super) use subtask_columns;
 /// The columns [`entry_row`] reads.
 macro_rules! entry_columns {
     () => {
-        "task_id, step, at, agent, subtask_id, attempt, event, detail, prompt_tokens, completion_tokens"
+        "task_id, step, at, agent, subtask_id, attempt, event, detail, prompt_tokens, completion_tokens, data"
     };
 }
 pub(super) use entry_columns;
@@ -150,5 +150,6 @@ pub(super) fn entry_row(row: &PgRow) -> Result<ProgressEntry, StoreError> {
             }),
             _ => None,
         },
+        data: step_data(col(row, "data")?),
     })
 }

@@ -170,6 +170,9 @@ where
 }
 
 /// One queued write.
+// Appends are most of the writes and the largest variant: boxing them would
+// allocate once per append to save memory on the rarer variants.
+#[allow(clippy::large_enum_variant)]
 enum Write {
     Append(Pending<NewProgressEntry, ProgressEntry>),
     Subtask(Pending<SubtaskWrite, Applied>),

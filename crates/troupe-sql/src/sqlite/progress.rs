@@ -9,7 +9,7 @@ use troupe_core::store::{ProgressStore, StoreError};
 use super::checkpoints::check_fence;
 use super::rows::{ENTRY_COLUMNS, entry_row};
 use super::{SqliteStore, is_foreign_key_violation, is_primary_key_violation, sql_error};
-use crate::codec::{i64_of, millis, u64_col};
+use crate::codec::{data_json, i64_of, millis, u64_col};
 
 #[async_trait]
 impl ProgressStore for SqliteStore {
@@ -82,7 +82,7 @@ fn next_step(conn: &Connection, task: TaskId) -> Result<u64, StoreError> {
 fn insert(conn: &Connection, entry: &NewProgressEntry, step: u64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
         "INSERT INTO progress_entries (task_id, step, at, agent, subtask_id, attempt, event, detail, \
-         prompt_tokens, completion_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         prompt_tokens, completion_tokens, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         entry.task_id.to_string(),
@@ -95,5 +95,6 @@ fn insert(conn: &Connection, entry: &NewProgressEntry, step: u64) -> rusqlite::R
         entry.detail,
         entry.usage.map(|u| i64_of(u.prompt_tokens)),
         entry.usage.map(|u| i64_of(u.completion_tokens)),
+        entry.data.as_ref().map(data_json),
     ])
 }

@@ -7,7 +7,7 @@ use troupe_core::task::{SubtaskRecord, TaskRecord, TaskSummary, Usage};
 use troupe_core::{AgentId, TaskId};
 
 use super::sql_error;
-use crate::codec::{parse, parse_ids, parse_list, task_id, time, u32_col, u64_col};
+use crate::codec::{parse, parse_ids, parse_list, step_data, task_id, time, u32_col, u64_col};
 
 /// Reads a column, mapping SQLite's error.
 fn col<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> Result<T, StoreError> {
@@ -19,7 +19,7 @@ const TASK_COLUMNS: &str = "id, goal, status, result, error, facts, plan_revisio
 
 const SUBTASK_COLUMNS: &str = "id, revision, role, title, instruction, depends_on, status, attempts, result, last_error, agent";
 
-pub(super) const ENTRY_COLUMNS: &str = "task_id, step, at, agent, subtask_id, attempt, event, detail, prompt_tokens, completion_tokens";
+pub(super) const ENTRY_COLUMNS: &str = "task_id, step, at, agent, subtask_id, attempt, event, detail, prompt_tokens, completion_tokens, data";
 
 /// The task with its subtasks.
 pub(super) fn load_task(conn: &Connection, id: TaskId) -> Result<Option<TaskRecord>, StoreError> {
@@ -122,5 +122,6 @@ pub(super) fn entry_row(row: &Row<'_>) -> Result<ProgressEntry, StoreError> {
             }),
             _ => None,
         },
+        data: step_data(col(row, 10)?),
     })
 }

@@ -375,7 +375,7 @@ impl TroupeConfig {
     ///     ..ModelHints::default()
     /// };
     /// let mut mine = TroupeConfig::default();
-    /// mine.orchestrator.subtask_timeout() = Some(Duration::from_secs(60));
+    /// mine.orchestrator.subtask_timeout = Some(Duration::from_secs(60));
     /// let fitted = mine.with_hints(&hints);
     /// assert_eq!(fitted.orchestrator.subtask_timeout(), Duration::from_secs(60));
     /// assert_eq!(fitted.orchestrator.prompt_budget_tokens(), 4_096);

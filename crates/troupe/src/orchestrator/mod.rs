@@ -34,6 +34,8 @@ use self::planner::Planner;
 use self::recorder::Recorder;
 use crate::config::TroupeConfig;
 use crate::error::TroupeError;
+use crate::events::{Feed, TaskEvents};
+use crate::prompts::Prompts;
 use crate::resilience::Circuit;
 use crate::telemetry::metrics::{PENDING_TASKS, ROLE_CIRCUIT_STATE, TASKS_TOTAL};
 
@@ -45,8 +47,11 @@ pub(crate) struct Shared {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) llm: Arc<dyn LlmProvider>,
     pub(crate) planner: Planner,
+    pub(crate) prompts: Arc<dyn Prompts>,
     pub(crate) config: TroupeConfig,
     pub(crate) recorder: Recorder,
+    /// Where progress entries are read from and announced.
+    pub(crate) feed: Feed,
     shutdown: CancellationToken,
     drivers: Mutex<HashMap<TaskId, DriverSlot>>,
     /// Every driver task, so that stopping waits for them to give their leases back.
@@ -84,12 +89,19 @@ pub struct TaskHandle {
     id: TaskId,
     join: JoinHandle<TaskRecord>,
     cancel: CancellationToken,
+    feed: Feed,
 }
 
 impl TaskHandle {
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.id
+    }
+
+    /// The task's progress entries, from its first, as they are stored; the
+    /// stream ends after the task's last. See [`TaskEvents`].
+    pub fn events(&self) -> TaskEvents {
+        self.feed.events(self.id, 0)
     }
 
     /// Asks the task to stop; it ends `cancelled`.
@@ -108,8 +120,8 @@ impl TaskHandle {
 /// The orchestrator service of one process.
 pub(crate) struct Orchestrator {
     shared: Arc<Shared>,
-    router: JoinHandle<()>,
-    keeper: JoinHandle<()>,
+    /// The router and the lease keeper, awaited once by [`stop`](Self::stop).
+    background: Mutex<Vec<JoinHandle<()>>>,
 }
 
 pub(crate) struct OrchestratorParts {
@@ -118,6 +130,7 @@ pub(crate) struct OrchestratorParts {
     pub(crate) bus: Arc<dyn Bus>,
     pub(crate) llm: Arc<dyn LlmProvider>,
     pub(crate) planner: Planner,
+    pub(crate) prompts: Arc<dyn Prompts>,
     pub(crate) config: TroupeConfig,
     pub(crate) recorder: Recorder,
     /// The roles plans may use.
@@ -154,6 +167,7 @@ impl Orchestrator {
         } else {
             HashMap::new()
         };
+        let feed = Feed::new(&parts.stores, parts.recorder.clone());
         let shared = Arc::new(Shared {
             role_circuits,
             agent: parts.agent,
@@ -162,7 +176,9 @@ impl Orchestrator {
             bus: parts.bus,
             llm: parts.llm,
             planner: parts.planner,
+            prompts: parts.prompts,
             config: parts.config,
+            feed,
             recorder: parts.recorder,
             shutdown: shutdown.clone(),
             drivers: Mutex::new(HashMap::new()),
@@ -192,8 +208,7 @@ impl Orchestrator {
         let keeper = tokio::spawn(leases::keep(shared.clone()).instrument(span));
         Ok(Self {
             shared,
-            router,
-            keeper,
+            background: Mutex::new(vec![router, keeper]),
         })
     }
 
@@ -280,16 +295,28 @@ impl Orchestrator {
         self.shared.drivers().len()
     }
 
-    pub(crate) async fn stopped(self) {
-        if let Err(e) = self.router.await {
-            tracing::error!(error = %e, "the orchestrator's router stopped abnormally");
-        }
-        if let Err(e) = self.keeper.await {
-            tracing::error!(error = %e, "the orchestrator's lease keeper stopped abnormally");
+    /// Waits for the router, the lease keeper and every driver to stop
+    /// (after the shutdown token was cancelled); later calls return at once.
+    pub(crate) async fn stopped(&self) {
+        let background = std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in background {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "an orchestrator task stopped abnormally");
+            }
         }
         // Drivers see the shutdown at once and give their leases back.
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+    }
+
+    /// Where progress entries are read from and announced.
+    pub(crate) fn feed(&self) -> &Feed {
+        &self.shared.feed
     }
 }
 
@@ -338,7 +365,12 @@ fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -
         }
         .instrument(span),
     );
-    TaskHandle { id, join, cancel }
+    TaskHandle {
+        id,
+        join,
+        cancel,
+        feed: shared.feed.clone(),
+    }
 }
 
 /// The longest request id kept; longer ones are replaced by a new one.

@@ -13,11 +13,13 @@ use troupe_core::task::Usage;
 use super::recorder::Notes;
 use super::structured::{self, Ask, AskFailure};
 use crate::config::TroupeConfig;
-use crate::prompts;
+use crate::prompts::Prompts;
+use std::sync::Arc;
 
 /// Plans tasks for one set of roles.
 #[derive(Debug)]
 pub(crate) struct Planner {
+    prompts: Arc<dyn Prompts>,
     parser: PlanParser,
     system: String,
     evaluations: EvaluationParser,
@@ -36,12 +38,17 @@ pub(crate) struct PlanAsk<'a> {
 }
 
 impl Planner {
-    pub(crate) fn new(roles: Vec<RoleInfo>, max_subtasks: usize) -> Result<Self, PlanParserError> {
+    pub(crate) fn new(
+        roles: Vec<RoleInfo>,
+        max_subtasks: usize,
+        prompts: Arc<dyn Prompts>,
+    ) -> Result<Self, PlanParserError> {
         let parser = PlanParser::new(roles, max_subtasks)?;
-        let system = prompts::plan_system(parser.roles(), parser.max_subtasks(), parser.schema());
+        let system = prompts.plan_system(parser.roles(), parser.max_subtasks(), parser.schema());
         let evaluations = EvaluationParser::new().map_err(PlanParserError::Schema)?;
-        let evaluation_system = prompts::evaluation_system(evaluations.schema());
+        let evaluation_system = prompts.evaluation_system(evaluations.schema());
         Ok(Self {
+            prompts,
             parser,
             system,
             evaluations,
@@ -65,6 +72,7 @@ impl Planner {
         let question = Ask {
             task_id: ask.task_id,
             notes: ask.notes,
+            prompts: self.prompts.as_ref(),
             kind,
             revision: ask.revision,
             what: "plan",
@@ -97,6 +105,7 @@ impl Planner {
         let question = Ask {
             task_id,
             notes,
+            prompts: self.prompts.as_ref(),
             kind: CallKind::Evaluate,
             revision: 0,
             what: "progress evaluation",

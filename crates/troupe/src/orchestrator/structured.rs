@@ -17,7 +17,8 @@ use troupe_core::task::Usage;
 
 use super::recorder::Notes;
 use crate::config::TroupeConfig;
-use crate::{llm_call, prompts};
+use crate::llm_call;
+use crate::prompts::Prompts;
 
 /// The most characters of a rejected reply kept in the repair conversation.
 const MAX_ECHOED_REPLY: usize = 8_000;
@@ -38,6 +39,8 @@ pub(crate) struct Ask<'a> {
     pub(crate) task_id: TaskId,
     /// Where rejected replies and failed calls are noted.
     pub(crate) notes: &'a Notes,
+    /// Where the repair message comes from.
+    pub(crate) prompts: &'a dyn Prompts,
     pub(crate) kind: CallKind,
     pub(crate) revision: u32,
     /// What is asked for, in words (`plan`, `progress evaluation`).
@@ -63,6 +66,7 @@ pub(crate) async fn ask<T>(
     let Ask {
         task_id,
         notes,
+        prompts,
         kind,
         revision,
         what,
@@ -122,11 +126,11 @@ pub(crate) async fn ask<T>(
                 // question: the conversation stays bounded however many
                 // repairs are allowed, and fits a small model's context.
                 messages.truncate(first_turn);
-                messages.push(ChatMessage::assistant(prompts::clip(
+                messages.push(ChatMessage::assistant(crate::prompts::clip(
                     &reply.content,
                     MAX_ECHOED_REPLY,
                 )));
-                messages.push(ChatMessage::user(prompts::repair(&rejection)));
+                messages.push(ChatMessage::user(prompts.repair(&rejection)));
             }
         }
     }

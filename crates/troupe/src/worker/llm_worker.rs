@@ -8,7 +8,8 @@ use troupe_core::role::RoleInfo;
 
 use super::{Job, WorkError, WorkOutput, Worker, WorkerContext};
 use crate::config::LlmCallConfig;
-use crate::{llm_call, prompts};
+use crate::llm_call;
+use crate::prompts::{DefaultPrompts, Prompts};
 
 /// A worker that prompts an LLM with its role's system prompt, the subtask,
 /// the facts and its dependencies' results (fitted into a character budget).
@@ -16,6 +17,7 @@ use crate::{llm_call, prompts};
 pub struct LlmWorker {
     llm: Arc<dyn LlmProvider>,
     config: LlmCallConfig,
+    prompts: Arc<dyn Prompts>,
     system: String,
     budget: usize,
 }
@@ -29,17 +31,30 @@ impl std::fmt::Debug for LlmWorker {
 }
 
 impl LlmWorker {
-    /// A worker for `role` on `llm`, fitting dependency results into `budget` characters.
+    /// A worker for `role` on `llm` with the default prompts, fitting
+    /// dependency results into `budget` characters.
     pub fn new(
         llm: Arc<dyn LlmProvider>,
         role: &RoleInfo,
         config: LlmCallConfig,
         budget: usize,
     ) -> Self {
+        Self::with_prompts(llm, role, config, budget, Arc::new(DefaultPrompts))
+    }
+
+    /// [`new`](Self::new), with its prompts from `prompts`.
+    pub fn with_prompts(
+        llm: Arc<dyn LlmProvider>,
+        role: &RoleInfo,
+        config: LlmCallConfig,
+        budget: usize,
+        prompts: Arc<dyn Prompts>,
+    ) -> Self {
         Self {
             llm,
             config,
-            system: prompts::worker_system(role),
+            system: prompts.worker_system(role),
+            prompts,
             budget,
         }
     }
@@ -48,20 +63,12 @@ impl LlmWorker {
 #[async_trait]
 impl Worker for LlmWorker {
     async fn run(&self, job: &Job, _ctx: &WorkerContext) -> Result<WorkOutput, WorkError> {
-        let prompt = prompts::WorkPrompt {
-            goal: &job.goal,
-            subtask_id: job.subtask_id.as_str(),
-            title: &job.title,
-            instruction: &job.instruction,
-            facts: &job.facts,
-            dependencies: &job.dependencies,
-        };
         let build = |budget: usize| {
             let mut request = ChatRequest::new(
                 CallKind::Work,
                 vec![
                     ChatMessage::system(&self.system),
-                    ChatMessage::user(prompts::worker_user(&prompt, budget)),
+                    ChatMessage::user(self.prompts.worker_user(job, budget)),
                 ],
             );
             request.temperature = self.config.temperature;

@@ -8,6 +8,7 @@
 //! (the `runner` module) takes jobs off the role's topic, reports progress, enforces the
 //! deadline and publishes the outcome.
 
+mod fn_worker;
 mod llm_worker;
 mod pool;
 pub(crate) mod runner;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use fn_worker::FnWorker;
 pub use llm_worker::LlmWorker;
 pub use pool::WorkerPool;
 use troupe_core::bus::Bus;

@@ -364,7 +364,7 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     let mut c = config();
     c.llm.breaker.reset_timeout = Duration::from_millis(50);
     c.orchestrator.role_breaker.reset_timeout = Duration::from_millis(50);
-    let troupe = Arc::new(troupe(llm, c).await);
+    let troupe = troupe(llm, c).await;
 
     // A probe that should wake every 20 ms: how late does it get under the load?
     let stop = tokio_util::sync::CancellationToken::new();
@@ -414,9 +414,7 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     );
     // The process still answers: a read of the store.
     assert!(troupe.running() == 0);
-    if let Ok(troupe) = Arc::try_unwrap(troupe) {
-        troupe.shutdown().await;
-    }
+    troupe.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
+
 use troupe::{Troupe, TroupeConfig};
 use troupe_core::AgentId;
 use troupe_core::bus::{Bus, MemoryBus};
@@ -75,11 +77,11 @@ async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
         "coordinator-b",
     )
     .await;
-    let mut events = a.subscribe();
     let handle = a.submit("Write a haiku about rust").await.unwrap();
     let id = handle.id();
+    let mut events = handle.events();
     loop {
-        let e = events.recv().await.unwrap();
+        let e = events.next().await.unwrap().unwrap();
         if e.event == EventKind::SubtaskDispatched {
             break;
         }

@@ -2,7 +2,7 @@
 
 use super::journal::Step;
 use super::{Driver, End};
-use crate::{llm_call, prompts};
+use crate::llm_call;
 use troupe_core::envelope::DependencyResult;
 use troupe_core::ledger::EventKind;
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest};
@@ -30,8 +30,8 @@ impl Driver {
             let mut request = ChatRequest::new(
                 CallKind::Synthesize,
                 vec![
-                    ChatMessage::system(prompts::synthesis_system()),
-                    ChatMessage::user(prompts::synthesis_user(&goal, &results, budget)),
+                    ChatMessage::system(shared.prompts.synthesis_system()),
+                    ChatMessage::user(shared.prompts.synthesis_user(&goal, &results, budget)),
                 ],
             );
             request.temperature = shared.config.llm.temperature;

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange};
+use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, StepData, SubtaskChange};
 use troupe_core::store::{Checkpoint, StoreError, TaskUpdate};
 use troupe_core::task::{TaskStatus, Usage};
 use troupe_core::{AgentId, SubtaskId, TaskId};
@@ -48,6 +48,7 @@ pub(super) struct Step<'a> {
     pub(super) event: EventKind,
     pub(super) detail: String,
     pub(super) usage: Usage,
+    pub(super) data: Option<StepData>,
 }
 
 impl<'a> Step<'a> {
@@ -59,6 +60,7 @@ impl<'a> Step<'a> {
             event,
             detail: detail.into(),
             usage: Usage::default(),
+            data: None,
         }
     }
 
@@ -76,7 +78,14 @@ impl<'a> Step<'a> {
             event,
             detail: detail.into(),
             usage: Usage::default(),
+            data: None,
         }
+    }
+
+    /// The same step, with what a program may need to know of it.
+    pub(super) fn with_data(mut self, data: StepData) -> Self {
+        self.data = Some(data);
+        self
     }
 
     /// The same step, with the tokens it cost.
@@ -141,6 +150,7 @@ impl Journal {
             event,
             detail,
             mut usage,
+            data,
         } = step;
         let agent = match by {
             By::Orchestrator => {
@@ -155,7 +165,11 @@ impl Journal {
                 NewProgressEntry::subtask(self.task, agent, id, attempt, event, detail)
             }
         };
-        entry.with_usage(usage).with_fence(self.fence())
+        let entry = entry.with_usage(usage).with_fence(self.fence());
+        match data {
+            Some(data) => entry.with_data(data),
+            None => entry,
+        }
     }
 
     fn saw(&mut self, step: u64) {

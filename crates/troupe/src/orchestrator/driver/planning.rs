@@ -4,9 +4,8 @@
 use super::super::planner::PlanAsk;
 use super::journal::Step;
 use super::{Driver, End};
-use crate::prompts;
 use troupe_core::SubtaskId;
-use troupe_core::ledger::EventKind;
+use troupe_core::ledger::{EventKind, StepData};
 use troupe_core::plan::{Decision, Plan, PlanContext, ProgressEvaluation};
 use troupe_core::task::{TaskStatus, Usage};
 
@@ -22,7 +21,8 @@ impl Driver {
             used_ids: self.ledger.used_ids(),
             completed_ids: self.ledger.completed_ids(),
         };
-        let message = situation.unwrap_or_else(|| prompts::plan_user(&self.ledger.record().goal));
+        let message =
+            situation.unwrap_or_else(|| self.shared.prompts.plan_user(&self.ledger.record().goal));
         let notes = self.journal.notes();
         let ask = PlanAsk {
             task_id: self.ledger.id(),
@@ -67,7 +67,11 @@ impl Driver {
             })
             .collect();
         let detail = format!("plan revision {revision}: {}", steps.join(", "));
-        let step = Step::task(EventKind::PlanAccepted, detail);
+        let data = StepData::Plan {
+            revision,
+            subtasks: plan.subtasks.clone(),
+        };
+        let step = Step::task(EventKind::PlanAccepted, detail).with_data(data);
         if self.ledger.record().status == TaskStatus::Running {
             self.journal.record(step).await?;
             Ok(())
@@ -86,7 +90,7 @@ impl Driver {
             }));
         }
         let budget = self.shared.config.orchestrator.prompt_budget_chars();
-        let situation = prompts::situation(&self.ledger, &reason, budget);
+        let situation = self.shared.prompts.situation(&self.ledger, &reason, budget);
         if self.shared.config.orchestrator.evaluate_progress
             && let Some(evaluation) = self.evaluate(&situation).await?
             && evaluation.decision == Decision::GiveUp
@@ -101,7 +105,9 @@ impl Driver {
             .record(Step::task(EventKind::Replanning, reason.clone()))
             .await?;
         let plan = self
-            .ask_plan(Some(prompts::replan_user(&self.ledger, &situation)))
+            .ask_plan(Some(
+                self.shared.prompts.replan_user(&self.ledger, &situation),
+            ))
             .await?;
         self.install(plan).await?;
         self.attempts.supersede_all();
@@ -123,7 +129,7 @@ impl Driver {
                 &shared.config,
                 &notes,
                 task_id,
-                prompts::evaluation_user(situation),
+                shared.prompts.evaluation_user(situation),
                 &mut usage,
             ))
             .await;

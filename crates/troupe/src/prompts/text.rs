@@ -1,5 +1,6 @@
-//! Every prompt Troupe sends: planning, re-planning, repair, synthesis, and
-//! each worker role's system prompt and task prompt.
+//! The text of every default prompt: planning, re-planning, repair,
+//! evaluation, synthesis, and each worker role's system prompt and task
+//! prompt. [`DefaultPrompts`](super::DefaultPrompts) serves them.
 
 use std::fmt::Write as _;
 
@@ -8,6 +9,8 @@ use troupe_core::ledger::TaskLedger;
 use troupe_core::plan::{PlanRejection, example_plan_json};
 use troupe_core::role::{BuiltinRole, RoleInfo};
 use troupe_core::task::SubtaskStatus;
+
+use crate::worker::Job;
 
 /// The orchestrator's system prompt for planning.
 pub(crate) fn plan_system(
@@ -199,18 +202,8 @@ result only.",
     }
 }
 
-/// What a worker is asked to do.
-pub(crate) struct WorkPrompt<'a> {
-    pub(crate) goal: &'a str,
-    pub(crate) subtask_id: &'a str,
-    pub(crate) title: &'a str,
-    pub(crate) instruction: &'a str,
-    pub(crate) facts: &'a [String],
-    pub(crate) dependencies: &'a [DependencyResult],
-}
-
 /// A worker's task prompt, with dependency results fitted into `budget` characters.
-pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
+pub(crate) fn worker_user(p: &Job, budget: usize) -> String {
     let mut text = format!(
         "Goal of the whole team: {}\n\nYour subtask ({})",
         p.goal, p.subtask_id
@@ -221,13 +214,13 @@ pub(crate) fn worker_user(p: &WorkPrompt<'_>, budget: usize) -> String {
     let _ = write!(text, "\nInstruction: {}\n", p.instruction);
     if !p.facts.is_empty() {
         text.push_str("\nKnown facts:\n");
-        for f in p.facts {
+        for f in &p.facts {
             let _ = writeln!(text, "- {f}");
         }
     }
     if !p.dependencies.is_empty() {
         text.push_str("\nResults of the subtasks yours depends on:\n");
-        append_results(&mut text, p.dependencies, budget);
+        append_results(&mut text, &p.dependencies, budget);
     }
     text.push_str("\nDo your subtask now and reply with its result.");
     text
@@ -314,14 +307,17 @@ mod tests {
 
     #[test]
     fn worker_prompts_carry_the_instruction_line() {
-        let deps = [dep("s1", 20)];
-        let p = WorkPrompt {
-            goal: "g",
-            subtask_id: "s2",
-            title: "t",
-            instruction: "do it",
-            facts: &["f".to_owned()],
-            dependencies: &deps,
+        let p = Job {
+            task_id: troupe_core::TaskId::new(),
+            subtask_id: SubtaskId::new("s2").unwrap(),
+            attempt: 1,
+            goal: "g".into(),
+            role: Role::new("writer").unwrap(),
+            title: "t".into(),
+            instruction: "do it".into(),
+            facts: vec!["f".to_owned()],
+            dependencies: vec![dep("s1", 20)],
+            timeout: std::time::Duration::from_secs(1),
         };
         let text = worker_user(&p, 1000);
         assert!(text.contains("\nInstruction: do it\n"));
