@@ -5,7 +5,7 @@ use anyhow::{Context as _, bail};
 use troupe::core::MessageId;
 use troupe::core::bus::unsupported;
 use troupe::core::role::{BuiltinRole, RoleInfo};
-use troupe::worker::WorkerPool;
+use troupe::worker::WorkerService;
 
 use crate::backend::{self, Llms};
 use crate::cli::{BusArgs, DlqArgs, DlqRequeueArgs, WorkerArgs};
@@ -43,16 +43,17 @@ pub(crate) async fn worker(args: WorkerArgs, settings: Settings) -> anyhow::Resu
     let config = llms.config(&settings);
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
     let (primary, fallbacks) = llms.providers();
-    let worker = WorkerPool::builtin_worker(role, primary, fallbacks, &config)?;
-    let pool = WorkerPool::start(bus, RoleInfo::from(role), worker, &config, concurrency).await?;
+    let worker = WorkerService::builtin_worker(role, primary, fallbacks, &config)?;
+    let service =
+        WorkerService::start(bus, RoleInfo::from(role), worker, &config, concurrency).await?;
     eprintln!(
         "troupe: worker {} serving {} ({concurrency} at once)",
-        pool.agent(),
+        service.agent(),
         role.name()
     );
     stop_requested().await;
     eprintln!("troupe: worker stopping");
-    pool.shutdown().await;
+    service.shutdown().await;
     llms.stop().await;
     if let Some(server) = metrics {
         server.stop().await;

@@ -15,7 +15,7 @@
 //! 3. **read**: `XREADGROUP ... >` of one new entry, blocking up to the
 //!    configured `block`, at most half the visibility timeout.
 //!
-//! Only one entry is taken per step, never a batch: an entry fetched but
+//! Only one entry is taken per turn, never a batch: an entry fetched but
 //! not yet handed to the caller would age toward its visibility timeout
 //! unseen. An entry for another group is acked and skipped; one that is not
 //! an envelope is moved to the dead letters and reported as
@@ -82,8 +82,8 @@ pub(crate) struct RedisSubscription {
     failures: u32,
 }
 
-/// What one step of the loop came to.
-enum Step {
+/// What one turn of the loop came to.
+enum Turn {
     /// A delivery for the caller.
     Deliver(Delivery),
     /// A malformed entry was set aside: tell the caller.
@@ -92,7 +92,7 @@ enum Step {
     Again,
 }
 
-/// Why a step failed.
+/// Why a turn failed.
 enum Failure {
     /// Redis said no, or could not be reached.
     Redis(RedisError),
@@ -140,7 +140,7 @@ impl RedisSubscription {
     }
 
     /// One pass: recover, reclaim, read (see the module doc).
-    async fn step(&mut self) -> Result<Step, Failure> {
+    async fn turn(&mut self) -> Result<Turn, Failure> {
         let mut conn = match &self.reader {
             Some(conn) => conn.clone(),
             None => {
@@ -165,23 +165,23 @@ impl RedisSubscription {
         } else {
             None
         };
-        let step = match reclaimed {
+        let turn = match reclaimed {
             Some(claim) => self.take(&mut conn, claim).await?,
             None => match self.read(&mut conn).await? {
                 Some(entry) => self.take(&mut conn, Claim { entry, count: 1 }).await?,
-                None => Step::Again,
+                None => Turn::Again,
             },
         };
         self.dirty = false;
-        Ok(step)
+        Ok(turn)
     }
 
-    /// Turns an entry this consumer now holds into a step.
+    /// Turns an entry this consumer now holds into a turn.
     async fn take(
         &mut self,
         conn: &mut MultiplexedConnection,
         claim: Claim,
-    ) -> Result<Step, Failure> {
+    ) -> Result<Turn, Failure> {
         let Claim { entry, count } = claim;
         let t = &self.target;
         let fence = Fence {
@@ -196,7 +196,7 @@ impl RedisSubscription {
                     .arg(&entry.id)
                     .query_async::<i64>(conn)
                     .await?;
-                Ok(Step::Again)
+                Ok(Turn::Again)
             }
             Incoming::Malformed { raw, reason, prior } => {
                 let deliveries = prior.saturating_add(count);
@@ -207,11 +207,11 @@ impl RedisSubscription {
                     malformed: true,
                 };
                 if !settle(conn, &self.inner, t, &fence, &raw, &op).await? {
-                    return Ok(Step::Again);
+                    return Ok(Turn::Again);
                 }
                 tracing::warn!(topic = %t.topic, group = %t.group, entry = %entry.id, reason,
                     "unreadable message moved to dead letters");
-                Ok(Step::SetAside(BusError::Malformed {
+                Ok(Turn::SetAside(BusError::Malformed {
                     topic: t.topic.to_string(),
                     reason,
                 }))
@@ -237,7 +237,7 @@ impl RedisSubscription {
                             message_id = %envelope.id, deliveries = buried, reason = why,
                             "message moved to dead letters");
                     }
-                    return Ok(Step::Again);
+                    return Ok(Turn::Again);
                 }
                 self.held.hold(&entry.id);
                 let acker = RedisAck {
@@ -249,7 +249,7 @@ impl RedisSubscription {
                     message_id: envelope.id,
                     held: self.held.clone(),
                 };
-                Ok(Step::Deliver(Delivery::new(
+                Ok(Turn::Deliver(Delivery::new(
                     *envelope,
                     deliveries,
                     t.topic.clone(),
@@ -376,7 +376,7 @@ impl RedisSubscription {
         Ok(())
     }
 
-    /// Handles a failed step: `Some(error)` for the caller, or `None` after
+    /// Handles a failed turn: `Some(error)` for the caller, or `None` after
     /// pausing, to try again.
     async fn recover_from(&mut self, failure: Failure) -> Option<BusError> {
         let err = match failure {
@@ -408,17 +408,17 @@ impl RedisSubscription {
 impl Subscription for RedisSubscription {
     async fn next(&mut self) -> Result<Delivery, BusError> {
         loop {
-            match self.step().await {
-                Ok(step) => {
+            match self.turn().await {
+                Ok(turn) => {
                     if self.failures > 0 {
                         tracing::info!(topic = %self.target.topic, group = %self.target.group,
                             "receiving from Redis again");
                         self.failures = 0;
                     }
-                    match step {
-                        Step::Deliver(delivery) => return Ok(delivery),
-                        Step::SetAside(err) => return Err(err),
-                        Step::Again => {}
+                    match turn {
+                        Turn::Deliver(delivery) => return Ok(delivery),
+                        Turn::SetAside(err) => return Err(err),
+                        Turn::Again => {}
                     }
                 }
                 Err(failure) => {

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use troupe::Troupe;
 use troupe::core::llm::CallKind;
 use troupe::core::task::TaskStatus;
-use troupe_llm::mock::{MockError, MockLlm, Step};
+use troupe_llm::mock::{MockError, MockLlm, Rule};
 use troupe_server::{ApiState, Metrics, router, serve};
 
 /// Every sample of a scrape, by its series (`name{labels}` as rendered).
@@ -88,13 +88,13 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
     // The first synthesis is slow (so a task is seen pending), one work call
     // fails once with a 503 (an LLM error, retried).
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Synthesize)
+        .rule(
+            Rule::on(CallKind::Synthesize)
                 .delay(Duration::from_millis(1_500))
                 .times(1),
         )
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .subtask("s2")
                 .error(MockError::Http {
                     status: 503,

@@ -11,7 +11,7 @@ use troupe_core::llm::{ChatRequest, ChatResponse, LlmError, LlmProvider};
 
 use crate::config::LlmCallConfig;
 use crate::resilience::RetryPolicy;
-use crate::telemetry::metrics::{LLM_CALL_DURATION_SECONDS, LLM_ERRORS_TOTAL, LLM_TOKENS_TOTAL};
+use crate::telemetry::events::{LlmCallAnswered, LlmCallFailed, emit};
 
 /// The outcome of a request, with the errors met on the way to it.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ async fn request_once(
     let started = std::time::Instant::now();
     // The call timeout is a layer of the provider's stack (`resilience::resilient`).
     let result = llm.complete(request.clone()).instrument(span.clone()).await;
-    let seconds = started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed();
     match &result {
         Ok(reply) => {
             span.record("gen_ai.response.model", reply.model.as_str());
@@ -99,12 +99,11 @@ async fn request_once(
                 "gen_ai.usage.output_tokens",
                 otel_int(reply.usage.completion_tokens),
             );
-            ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => "ok")
-                .record(seconds);
-            ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "input")
-                .increment(reply.usage.prompt_tokens);
-            ::metrics::counter!(LLM_TOKENS_TOTAL, "kind" => kind, "direction" => "output")
-                .increment(reply.usage.completion_tokens);
+            emit(LlmCallAnswered {
+                kind,
+                elapsed,
+                usage: reply.usage,
+            });
         }
         // Refused by an open circuit: never sent; the circuit's gauge tells.
         Err(LlmError::CircuitOpen { .. }) => {
@@ -114,9 +113,11 @@ async fn request_once(
             let class = e.class();
             span.record("error.type", class);
             span.record("otel.status_code", "ERROR");
-            ::metrics::histogram!(LLM_CALL_DURATION_SECONDS, "kind" => kind, "outcome" => class)
-                .record(seconds);
-            ::metrics::counter!(LLM_ERRORS_TOTAL, "class" => class).increment(1);
+            emit(LlmCallFailed {
+                kind,
+                class,
+                elapsed,
+            });
         }
     }
     result

@@ -16,7 +16,7 @@ use troupe::Troupe;
 use troupe::core::Role;
 use troupe::core::llm::CallKind;
 use troupe::worker::{Job, WorkError, WorkOutput, Worker, WorkerContext};
-use troupe_llm::mock::{MockLlm, Step};
+use troupe_llm::mock::{MockLlm, Rule};
 
 const SALES_CSV: &str = "month,revenue\nJanuary,1200\nFebruary,1350\nMarch,1580\n";
 
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
         ]
     });
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Plan).plan(plan))
+        .rule(Rule::on(CallKind::Plan).plan(plan))
         .build()?;
     let troupe = Troupe::builder()
         .llm(Arc::new(llm))

@@ -1,6 +1,6 @@
 //! [`MemoryBus`]: the in-process bus, the embedded default.
 //!
-//! Each consumer group is a queue of ready messages plus a table of pending
+//! Each consumer group is a queue of ready messages plus a table of unacked
 //! ones (delivered, not yet acked) ordered by their visibility deadline. There
 //! is no reaper task: a consumer waiting for a message also sleeps until the
 //! earliest deadline, and moves what expired back to the front of the queue
@@ -88,7 +88,7 @@ struct Group {
 #[derive(Debug, Default)]
 struct GroupState {
     ready: VecDeque<Queued>,
-    pending: HashMap<u64, Pending>,
+    unacked: HashMap<u64, Unacked>,
     deadlines: BTreeSet<(Instant, u64)>,
 }
 
@@ -99,7 +99,7 @@ struct Queued {
 }
 
 #[derive(Debug)]
-struct Pending {
+struct Unacked {
     envelope: Arc<Envelope>,
     deliveries: u32,
     deadline: Instant,
@@ -324,9 +324,9 @@ impl Subscription for MemorySubscription {
                     let deadline = now + self.group.config.visibility_timeout;
                     let envelope = (*queued.envelope).clone();
                     state.deadlines.insert((deadline, tag));
-                    state.pending.insert(
+                    state.unacked.insert(
                         tag,
-                        Pending {
+                        Unacked {
                             envelope: queued.envelope,
                             deliveries,
                             deadline,
@@ -363,7 +363,7 @@ impl Subscription for MemorySubscription {
 }
 
 impl Group {
-    /// Moves every pending message whose deadline passed back to the queue, or
+    /// Moves every unacked message whose deadline passed back to the queue, or
     /// to the dead letters once it has been delivered `max_deliveries` times.
     fn reap(&self, state: &mut GroupState, now: Instant) {
         while let Some(&(deadline, tag)) = state.deadlines.first() {
@@ -371,13 +371,13 @@ impl Group {
                 break;
             }
             state.deadlines.pop_first();
-            if let Some(p) = state.pending.remove(&tag) {
+            if let Some(p) = state.unacked.remove(&tag) {
                 self.requeue(state, p, "not acknowledged within the visibility timeout");
             }
         }
     }
 
-    fn requeue(&self, state: &mut GroupState, p: Pending, why: &str) {
+    fn requeue(&self, state: &mut GroupState, p: Unacked, why: &str) {
         if p.deliveries >= self.config.max_deliveries {
             let reason = format!("{why} after {} deliveries", p.deliveries);
             self.bury(&p, &reason);
@@ -389,7 +389,7 @@ impl Group {
         }
     }
 
-    fn bury(&self, p: &Pending, reason: &str) {
+    fn bury(&self, p: &Unacked, reason: &str) {
         tracing::warn!(topic = %self.topic, group = %self.name, message_id = %p.envelope.id,
             deliveries = p.deliveries, reason, "message moved to dead letters");
         let mut dead = lock(&self.dead);
@@ -406,8 +406,8 @@ impl Group {
         });
     }
 
-    fn take_pending(&self, state: &mut GroupState, tag: u64) -> Option<Pending> {
-        let p = state.pending.remove(&tag)?;
+    fn take_unacked(&self, state: &mut GroupState, tag: u64) -> Option<Unacked> {
+        let p = state.unacked.remove(&tag)?;
         state.deadlines.remove(&(p.deadline, tag));
         Some(p)
     }
@@ -422,13 +422,13 @@ struct MemoryAck {
 impl Acknowledger for MemoryAck {
     async fn ack(&self) -> Result<(), BusError> {
         let mut state = lock(&self.group.state);
-        self.group.take_pending(&mut state, self.tag);
+        self.group.take_unacked(&mut state, self.tag);
         Ok(())
     }
 
     async fn nack(&self) -> Result<(), BusError> {
         let mut state = lock(&self.group.state);
-        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+        if let Some(p) = self.group.take_unacked(&mut state, self.tag) {
             self.group
                 .requeue(&mut state, p, "given back by its consumer");
             self.group.notify.notify_one();
@@ -438,7 +438,7 @@ impl Acknowledger for MemoryAck {
 
     async fn dead_letter(&self, reason: &str) -> Result<(), BusError> {
         let mut state = lock(&self.group.state);
-        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+        if let Some(p) = self.group.take_unacked(&mut state, self.tag) {
             self.group.bury(&p, reason);
         }
         Ok(())
@@ -446,10 +446,10 @@ impl Acknowledger for MemoryAck {
 
     async fn extend(&self) -> Result<(), BusError> {
         let mut state = lock(&self.group.state);
-        if let Some(p) = self.group.take_pending(&mut state, self.tag) {
+        if let Some(p) = self.group.take_unacked(&mut state, self.tag) {
             let deadline = Instant::now() + self.group.config.visibility_timeout;
             state.deadlines.insert((deadline, self.tag));
-            state.pending.insert(self.tag, Pending { deadline, ..p });
+            state.unacked.insert(self.tag, Unacked { deadline, ..p });
         }
         Ok(())
     }

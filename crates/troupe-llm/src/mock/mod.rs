@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use troupe_core::llm::{CallMeta, ChatRequest, ChatResponse, LlmError, LlmProvider};
 use troupe_core::task::Usage;
 
-pub use script::{Fault, MockError, Otherwise, Script, ScriptError, Step};
+pub use script::{Fault, MockError, Otherwise, Rule, Script, ScriptError};
 
 /// One call the mock answered, kept when recording is on.
 #[derive(Debug, Clone)]
@@ -43,12 +43,12 @@ impl RecordedCall {
 ///
 /// ```
 /// use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmProvider};
-/// use troupe_llm::mock::{MockError, MockLlm, Step};
+/// use troupe_llm::mock::{MockError, MockLlm, Rule};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 /// let llm = MockLlm::builder()
-///     .step(Step::on(CallKind::Plan).reply("not json"))
-///     .step(Step::on(CallKind::Plan).error(MockError::http(503)))
+///     .rule(Rule::on(CallKind::Plan).reply("not json"))
+///     .rule(Rule::on(CallKind::Plan).error(MockError::http(503)))
 ///     .build()
 ///     .unwrap();
 /// let ask = || ChatRequest::new(CallKind::Plan, vec![ChatMessage::user("Goal: tea")]);
@@ -67,7 +67,7 @@ pub struct MockLlm {
 
 #[derive(Debug)]
 struct State {
-    /// Calls each step may still answer (`None`: unlimited).
+    /// Calls each rule may still answer (`None`: unlimited).
     remaining: Vec<Option<u32>>,
     rng: fastrand::Rng,
     calls: Vec<RecordedCall>,
@@ -82,9 +82,9 @@ pub struct MockLlmBuilder {
 }
 
 impl MockLlmBuilder {
-    /// Adds a scripted step.
-    pub fn step(mut self, step: Step) -> Self {
-        self.script.steps.push(step);
+    /// Adds a scripted rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.script.rules.push(rule);
         self
     }
 
@@ -106,7 +106,7 @@ impl MockLlmBuilder {
         self
     }
 
-    /// Fails calls no step answers, instead of giving built-in replies.
+    /// Fails calls no rule answers, instead of giving built-in replies.
     pub fn otherwise_fail(mut self) -> Self {
         self.script.otherwise = Otherwise::Fail;
         self
@@ -157,7 +157,7 @@ impl MockLlm {
 
     fn new_unchecked(script: Script, record: bool) -> Self {
         let remaining = script
-            .steps
+            .rules
             .iter()
             .map(|s| {
                 if s.repeat {
@@ -197,28 +197,28 @@ impl MockLlm {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Decides the answer to a call: the first matching step, else a fault, else the default.
-    fn choose(&self, meta: &CallMeta) -> Option<Step> {
+    /// Decides the answer to a call: the first matching rule, else a fault, else the default.
+    fn choose(&self, meta: &CallMeta) -> Option<Rule> {
         let mut state = self.lock();
         state.count += 1;
-        for (i, step) in self.script.steps.iter().enumerate() {
-            if !step.matches(meta) {
+        for (i, rule) in self.script.rules.iter().enumerate() {
+            if !rule.matches(meta) {
                 continue;
             }
             match &mut state.remaining[i] {
-                None => return Some(step.clone()),
+                None => return Some(rule.clone()),
                 Some(0) => {}
                 Some(n) => {
                     *n -= 1;
-                    return Some(step.clone());
+                    return Some(rule.clone());
                 }
             }
         }
         for fault in &self.script.faults {
             if fault.matches(meta) && state.rng.f64() < fault.rate {
-                return Some(Step {
+                return Some(Rule {
                     error: Some(fault.error.clone()),
-                    ..Step::default()
+                    ..Rule::default()
                 });
             }
         }
@@ -238,21 +238,21 @@ impl LlmProvider for MockLlm {
 
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
-        let step = self.choose(&request.meta);
-        let delay = step
+        let rule = self.choose(&request.meta);
+        let delay = rule
             .as_ref()
             .and_then(|s| s.delay_ms)
             .unwrap_or(self.script.delay_ms);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let outcome = match step {
-            Some(Step { hang: true, .. }) => std::future::pending().await,
-            Some(Step { error: Some(e), .. }) => Err(e.to_llm_error()),
-            Some(Step {
+        let outcome = match rule {
+            Some(Rule { hang: true, .. }) => std::future::pending().await,
+            Some(Rule { error: Some(e), .. }) => Err(e.to_llm_error()),
+            Some(Rule {
                 reply: Some(text), ..
             }) => Ok(text),
-            Some(Step {
+            Some(Rule {
                 plan: Some(plan), ..
             }) => Ok(plan.to_string()),
             Some(_) => Ok(builtin::reply(&request)),
@@ -329,10 +329,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn steps_are_used_in_order_then_the_builtin_reply() {
+    async fn rules_are_used_in_order_then_the_builtin_reply() {
         let llm = MockLlm::builder()
-            .step(Step::on(CallKind::Work).role("coder").reply("a").times(2))
-            .step(Step::on(CallKind::Work).reply("b"))
+            .rule(Rule::on(CallKind::Work).role("coder").reply("a").times(2))
+            .rule(Rule::on(CallKind::Work).reply("b"))
             .record()
             .build()
             .unwrap();
@@ -374,12 +374,12 @@ mod tests {
     #[test]
     fn scripts_are_checked() {
         let bad: Script =
-            serde_json::from_str(r#"{"steps": [{"reply": "x", "hang": true}]}"#).unwrap();
+            serde_json::from_str(r#"{"rules": [{"reply": "x", "hang": true}]}"#).unwrap();
         assert!(
             MockLlm::from_script(bad, false)
                 .unwrap_err()
                 .to_string()
-                .contains("step 1")
+                .contains("rule 1")
         );
         let unknown = serde_json::from_str::<Script>(r#"{"steps": [{"replly": "x"}]}"#);
         assert!(unknown.is_err());
@@ -392,8 +392,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn errors_delays_and_fail_mode() {
         let llm = MockLlm::builder()
-            .step(
-                Step::on(CallKind::Plan)
+            .rule(
+                Rule::on(CallKind::Plan)
                     .delay(Duration::from_secs(2))
                     .error(MockError::Http {
                         status: 429,

@@ -1,4 +1,4 @@
-//! The script a [`MockLlm`](super::MockLlm) follows: steps matched in order,
+//! The script a [`MockLlm`](super::MockLlm) follows: rules matched in order,
 //! random faults, and what to do when nothing matches. It is the format of
 //! `--llm mock:FILE` (JSON), and the builder API writes the same structure.
 
@@ -22,11 +22,12 @@ pub struct Script {
     pub delay_ms: u64,
     /// Scripted replies, matched in order; each is used `times` times.
     #[serde(default)]
-    pub steps: Vec<Step>,
-    /// Errors injected at random into matching calls that no step answered.
+    #[serde(alias = "steps")]
+    pub rules: Vec<Rule>,
+    /// Errors injected at random into matching calls that no rule answered.
     #[serde(default)]
     pub faults: Vec<Fault>,
-    /// What to do when no step matches.
+    /// What to do when no rule matches.
     #[serde(default)]
     pub otherwise: Otherwise,
 }
@@ -41,14 +42,14 @@ impl Default for Script {
             model: default_model(),
             seed: 0,
             delay_ms: 0,
-            steps: Vec::new(),
+            rules: Vec::new(),
             faults: Vec::new(),
             otherwise: Otherwise::default(),
         }
     }
 }
 
-/// What to do with a call no step answers.
+/// What to do with a call no rule answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Otherwise {
@@ -59,7 +60,7 @@ pub enum Otherwise {
     Fail,
 }
 
-/// Whether a call matches a step's or fault's filters; a filter left out matches anything.
+/// Whether a call matches a rule's or fault's filters; a filter left out matches anything.
 fn matches(
     kind: Option<CallKind>,
     role: Option<&str>,
@@ -74,7 +75,7 @@ fn matches(
 /// One scripted reply.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Step {
+pub struct Rule {
     /// Only calls for this purpose (`plan`, `replan`, `work`, `synthesize`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<CallKind>,
@@ -107,8 +108,8 @@ pub struct Step {
     pub hang: bool,
 }
 
-impl Step {
-    /// A step answering calls of `kind` with the built-in reply.
+impl Rule {
+    /// A rule answering calls of `kind` with the built-in reply.
     pub fn on(kind: CallKind) -> Self {
         Self {
             kind: Some(kind),
@@ -116,7 +117,7 @@ impl Step {
         }
     }
 
-    /// A step answering any call with the built-in reply.
+    /// A rule answering any call with the built-in reply.
     pub fn any() -> Self {
         Self::default()
     }
@@ -175,7 +176,7 @@ impl Step {
         self
     }
 
-    /// Whether the step answers a call with this metadata.
+    /// Whether the rule answers a call with this metadata.
     pub fn matches(&self, meta: &CallMeta) -> bool {
         matches(
             self.kind,
@@ -185,7 +186,7 @@ impl Step {
         )
     }
 
-    /// Checks that the step says one thing.
+    /// Checks that the rule says one thing.
     pub(crate) fn check(&self, index: usize) -> Result<(), ScriptError> {
         let outcomes = [
             self.reply.is_some(),
@@ -195,17 +196,17 @@ impl Step {
         ];
         if outcomes.into_iter().filter(|o| *o).count() > 1 {
             return Err(ScriptError::Invalid(format!(
-                "step {index}: give at most one of reply, plan, error, hang"
+                "rule {index}: give at most one of reply, plan, error, hang"
             )));
         }
         if self.times == Some(0) {
             return Err(ScriptError::Invalid(format!(
-                "step {index}: times must be at least 1"
+                "rule {index}: times must be at least 1"
             )));
         }
         if let Some(e) = &self.error {
             e.check()
-                .map_err(|m| ScriptError::Invalid(format!("step {index}: {m}")))?;
+                .map_err(|m| ScriptError::Invalid(format!("rule {index}: {m}")))?;
         }
         Ok(())
     }
@@ -349,16 +350,16 @@ pub enum ScriptError {
         /// What is wrong, with line and column.
         message: String,
     },
-    /// A step or fault says something impossible.
+    /// A rule or fault says something impossible.
     #[error("mock script is not valid: {0}")]
     Invalid(String),
 }
 
 impl Script {
-    /// Checks every step and fault.
+    /// Checks every rule and fault.
     pub fn check(&self) -> Result<(), ScriptError> {
-        for (i, step) in self.steps.iter().enumerate() {
-            step.check(i + 1)?;
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.check(i + 1)?;
         }
         for (i, fault) in self.faults.iter().enumerate() {
             if !(0.0..=1.0).contains(&fault.rate) {

@@ -33,7 +33,7 @@ use troupe_core::{SubtaskId, TaskId};
 
 use super::pg_error;
 use super::rows::terminal;
-use super::writer::Pending;
+use super::writer::Queued;
 use crate::codec::{data_json, i64_of, u64_col};
 
 /// A subtask change, queued.
@@ -57,7 +57,7 @@ pub(crate) struct TaskWrite {
 /// `last_step` and is inserted under the new number. False if the statement failed.
 pub(crate) async fn append(
     conn: &mut PgConnection,
-    writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
+    writes: &mut [&mut Queued<NewProgressEntry, ProgressEntry>],
 ) -> bool {
     let c = AppendColumns::of(writes.iter().map(|w| &w.input));
     let rows = c
@@ -106,7 +106,7 @@ static APPEND_SQL: LazyLock<String> =
 /// (told by one more read, only for appends that got no step).
 pub(super) async fn settle_appends(
     conn: &mut PgConnection,
-    writes: &mut [&mut Pending<NewProgressEntry, ProgressEntry>],
+    writes: &mut [&mut Queued<NewProgressEntry, ProgressEntry>],
     rows: Result<Vec<(Uuid, i64)>, sqlx::Error>,
 ) -> bool {
     let steps: HashMap<Uuid, i64> = match rows {
@@ -193,7 +193,7 @@ pub(super) type Query<'q, O> = QueryAs<'q, Postgres, O, PgArguments>;
 /// in-memory ledger's [`SubtaskChange::apply`] does. False if the statement failed.
 pub(crate) async fn update_subtasks(
     conn: &mut PgConnection,
-    writes: &mut [&mut Pending<SubtaskWrite, Applied>],
+    writes: &mut [&mut Queued<SubtaskWrite, Applied>],
 ) -> bool {
     let c = SubtaskColumns::of(writes.iter().map(|w| &w.input));
     let changed = c
@@ -228,7 +228,7 @@ pub(super) const SUBTASK_UPDATE: &str = "UPDATE subtasks s SET status = u.next, 
 /// `Unchanged` (the guard did not hold, or a plan of the task has no such subtask).
 pub(super) async fn settle_subtasks(
     conn: &mut PgConnection,
-    writes: &mut [&mut Pending<SubtaskWrite, Applied>],
+    writes: &mut [&mut Queued<SubtaskWrite, Applied>],
     changed: Result<Vec<Uuid>, sqlx::Error>,
 ) -> bool {
     let (changed, epochs) = match sort_out(conn, writes, |w| w.task, changed).await {
@@ -307,7 +307,7 @@ impl<'a> SubtaskColumns<'a> {
 /// statement failed.
 pub(crate) async fn update_tasks(
     conn: &mut PgConnection,
-    writes: &mut [&mut Pending<TaskWrite, Applied>],
+    writes: &mut [&mut Queued<TaskWrite, Applied>],
 ) -> bool {
     let mut c = TaskColumns::default();
     for w in writes.iter() {
@@ -386,7 +386,7 @@ struct TaskColumns<'a> {
 /// some write changed nothing).
 async fn sort_out<I, T>(
     conn: &mut PgConnection,
-    writes: &[&mut Pending<I, T>],
+    writes: &[&mut Queued<I, T>],
     task: impl Fn(&I) -> TaskId,
     changed: Result<Vec<Uuid>, sqlx::Error>,
 ) -> Result<(HashSet<Uuid>, HashMap<Uuid, i64>), StoreError> {
@@ -430,7 +430,7 @@ fn guarded_outcome(
 }
 
 /// Gives every write of a failed statement its error; always false.
-pub(super) fn failed<I, T>(writes: &mut [&mut Pending<I, T>], e: &StoreError) -> bool {
+pub(super) fn failed<I, T>(writes: &mut [&mut Queued<I, T>], e: &StoreError) -> bool {
     for w in writes.iter_mut() {
         w.outcome = Some(Err(e.clone()));
     }

@@ -17,11 +17,11 @@
 mod checkpoints;
 mod coalesced;
 mod error;
+mod fused;
 mod leases;
 mod migrate;
 mod progress;
 mod rows;
-mod step;
 mod tasks;
 mod writer;
 

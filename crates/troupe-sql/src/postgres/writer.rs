@@ -70,21 +70,21 @@ use troupe_core::store::{StoreError, TaskUpdate};
 use troupe_core::{SubtaskId, TaskId};
 
 use super::coalesced::{self, SubtaskWrite, TaskWrite};
+use super::fused::{self, FusedWrite};
 use super::pg_error;
-use super::step::{self, Step};
 
 /// A boxed future borrowing the connection for `'c`.
 pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 
 /// A queued write given as data: its input, its last outcome, and its caller's reply channel.
 #[derive(Debug)]
-pub(crate) struct Pending<I, T> {
+pub(crate) struct Queued<I, T> {
     pub(crate) input: I,
     pub(crate) outcome: Option<Result<T, StoreError>>,
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
-impl<I, T> Pending<I, T> {
+impl<I, T> Queued<I, T> {
     fn new(input: I, reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
         Self {
             input,
@@ -141,7 +141,7 @@ trait Job: Send {
 
 /// A write over `input` by a closure, with its last outcome and its caller's reply channel.
 struct Closure<I, T, F> {
-    pending: Pending<I, T>,
+    pending: Queued<I, T>,
     write: F,
 }
 
@@ -174,11 +174,11 @@ where
 // allocate once per append to save memory on the rarer variants.
 #[allow(clippy::large_enum_variant)]
 enum Write {
-    Append(Pending<NewProgressEntry, ProgressEntry>),
-    Subtask(Pending<SubtaskWrite, Applied>),
-    Task(Pending<TaskWrite, Applied>),
-    /// A subtask change fused with the progress entry queued after it (see `step`).
-    Step(Box<Step>),
+    Append(Queued<NewProgressEntry, ProgressEntry>),
+    Subtask(Queued<SubtaskWrite, Applied>),
+    Task(Queued<TaskWrite, Applied>),
+    /// A subtask change fused with the progress entry queued after it (see `fused`).
+    Fused(Box<FusedWrite>),
     Other(Box<dyn Job>),
 }
 
@@ -189,7 +189,7 @@ impl Write {
             Write::Append(p) => coalesced::append(conn, &mut [p]).await && p.ok(),
             Write::Subtask(p) => coalesced::update_subtasks(conn, &mut [p]).await && p.ok(),
             Write::Task(p) => coalesced::update_tasks(conn, &mut [p]).await && p.ok(),
-            Write::Step(s) => s.run_alone(conn).await,
+            Write::Fused(s) => s.run_alone(conn).await,
             Write::Other(job) => job.run(conn).await,
         }
     }
@@ -200,7 +200,7 @@ impl Write {
             Write::Append(p) => p.error(),
             Write::Subtask(p) => p.error(),
             Write::Task(p) => p.error(),
-            Write::Step(s) => s.change.error().or_else(|| s.entry.error()),
+            Write::Fused(s) => s.change.error().or_else(|| s.entry.error()),
             Write::Other(_) => None,
         }
     }
@@ -210,8 +210,8 @@ impl Write {
             Write::Append(p) => p.answer(commit),
             Write::Subtask(p) => p.answer(commit),
             Write::Task(p) => p.answer(commit),
-            Write::Step(s) => {
-                let Step { change, entry } = *s;
+            Write::Fused(s) => {
+                let FusedWrite { change, entry } = *s;
                 change.answer(commit.clone());
                 entry.answer(commit);
             }
@@ -265,7 +265,7 @@ impl Writers {
     ) -> Result<ProgressEntry, StoreError> {
         let task = entry.task_id;
         self.queue(self.route(task), task, |reply| {
-            Write::Append(Pending::new(entry, reply))
+            Write::Append(Queued::new(entry, reply))
         })
         .await
     }
@@ -285,7 +285,7 @@ impl Writers {
             fence,
         };
         self.queue(self.route(task), task, |reply| {
-            Write::Subtask(Pending::new(input, reply))
+            Write::Subtask(Queued::new(input, reply))
         })
         .await
     }
@@ -298,7 +298,7 @@ impl Writers {
     ) -> Result<Applied, StoreError> {
         let input = TaskWrite { task, update };
         self.queue(self.route(task), task, |reply| {
-            Write::Task(Pending::new(input, reply))
+            Write::Task(Queued::new(input, reply))
         })
         .await
     }
@@ -339,7 +339,7 @@ impl Writers {
     {
         self.queue(n, task, |reply| {
             Write::Other(Box::new(Closure {
-                pending: Pending::new(input, reply),
+                pending: Queued::new(input, reply),
                 write,
             }))
         })
@@ -528,7 +528,7 @@ async fn guarded(conn: &mut PgConnection, batch: &mut [Routed]) -> Result<(), St
 }
 
 /// Fuses each subtask change that a progress entry of the same task follows
-/// into a [`Step`], in a batch sorted by task (see `step`).
+/// into a [`FusedWrite`], in a batch sorted by task (see `fused`).
 fn fuse(batch: &mut Vec<Routed>) {
     let fusable = batch
         .windows(2)
@@ -546,7 +546,7 @@ fn fuse(batch: &mut Vec<Routed>) {
         let entry = writes.next_if(|(k, w)| *k == key && matches!(w, Write::Append(_)));
         match entry {
             Some((_, Write::Append(entry))) => {
-                fused.push((key, Write::Step(Box::new(Step { change, entry }))));
+                fused.push((key, Write::Fused(Box::new(FusedWrite { change, entry }))));
             }
             // `next_if` took an append or nothing; kept as it came all the same.
             Some(other) => {
@@ -582,7 +582,7 @@ fn one_statement(batch: &[Routed]) -> bool {
         Write::Append(_) => Some(0),
         Write::Subtask(_) => Some(1),
         Write::Task(_) => Some(2),
-        Write::Step(_) => Some(3),
+        Write::Fused(_) => Some(3),
         Write::Other(_) => None,
     };
     let mut kinds = batch.iter().map(|(_, w)| kind(w));
@@ -603,14 +603,14 @@ async fn run_round(
     let mut appends = Vec::new();
     let mut subtasks = Vec::new();
     let mut tasks = Vec::new();
-    let mut steps = Vec::new();
+    let mut together = Vec::new();
     let mut others = Vec::new();
     for ((_, write), _) in batch.iter_mut().zip(rounds).filter(|(_, r)| **r == round) {
         match write {
             Write::Append(p) => appends.push(p),
             Write::Subtask(p) => subtasks.push(p),
             Write::Task(p) => tasks.push(p),
-            Write::Step(s) => steps.push(&mut **s),
+            Write::Fused(s) => together.push(&mut **s),
             Write::Other(job) => others.push(job),
         }
     }
@@ -623,7 +623,7 @@ async fn run_round(
     if !tasks.is_empty() && !coalesced::update_tasks(conn, &mut tasks).await {
         return false;
     }
-    if !steps.is_empty() && !step::write(conn, &mut steps).await {
+    if !together.is_empty() && !fused::write(conn, &mut together).await {
         return false;
     }
     for job in others {

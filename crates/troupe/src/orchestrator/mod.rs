@@ -37,7 +37,8 @@ use crate::error::TroupeError;
 use crate::events::{Feed, TaskEvents};
 use crate::prompts::Prompts;
 use crate::resilience::Circuit;
-use crate::telemetry::metrics::{PENDING_TASKS, ROLE_CIRCUIT_STATE, TASKS_TOTAL};
+use crate::telemetry::events::{TaskDriven, TaskStatusReached, emit};
+use crate::telemetry::metrics::ROLE_CIRCUIT_STATE;
 
 /// What every driver shares.
 pub(crate) struct Shared {
@@ -270,7 +271,7 @@ impl Orchestrator {
                     "task {id} was taken by another coordinator at once"
                 ))
             })?;
-        ::metrics::counter!(TASKS_TOTAL, "status" => TaskStatus::Pending.as_str()).increment(1);
+        emit(TaskStatusReached(TaskStatus::Pending));
         let start = DriverStart {
             record,
             request_id,
@@ -336,7 +337,7 @@ fn task_span(request_id: &str, id: TaskId, agent: &AgentId) -> tracing::Span {
 /// Starts driving a task (new or taken over) in its own tokio task.
 fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -> TaskHandle {
     let id = start.record.id;
-    let pending = PendingTask::new();
+    let live = LiveTask::new();
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let lease = LeaseSignals::default();
@@ -360,7 +361,7 @@ fn spawn_driver(shared: &Arc<Shared>, start: DriverStart, span: tracing::Span) -
         async move {
             let record = driver.run().await;
             owner.drivers().remove(&id);
-            drop(pending);
+            drop(live);
             record
         }
         .instrument(span),
@@ -392,20 +393,21 @@ pub fn request_id(given: Option<&str>) -> String {
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
 }
 
-/// Counts a task in the pending-tasks gauge for as long as it lives, however
+/// Counts a task this process drives in the `multiagent_pending_tasks`
+/// gauge (tasks not yet ended) for as long as its driver lives, however
 /// its driver ends (even by a panic).
-struct PendingTask;
+struct LiveTask;
 
-impl PendingTask {
+impl LiveTask {
     fn new() -> Self {
-        ::metrics::gauge!(PENDING_TASKS).increment(1.0);
+        emit(TaskDriven(true));
         Self
     }
 }
 
-impl Drop for PendingTask {
+impl Drop for LiveTask {
     fn drop(&mut self) {
-        ::metrics::gauge!(PENDING_TASKS).decrement(1.0);
+        emit(TaskDriven(false));
     }
 }
 

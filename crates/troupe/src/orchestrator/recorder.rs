@@ -7,6 +7,8 @@ use troupe_core::ledger::{EventKind, NewProgressEntry, ProgressEntry};
 use troupe_core::store::{ProgressStore, StoreError};
 use troupe_core::{AgentId, TaskId};
 
+use crate::telemetry::events::{StepStored, emit};
+
 /// Appends progress entries and broadcasts each stored one.
 #[derive(Clone)]
 pub(crate) struct Recorder {
@@ -42,7 +44,7 @@ impl Recorder {
         entry: NewProgressEntry,
     ) -> Result<ProgressEntry, StoreError> {
         let stored = self.progress.append(entry).await?;
-        log_step(&stored);
+        emit(StepStored(&stored));
         // Nobody listening is fine; a lagging listener misses entries, the store has them all.
         let _ = self.events.send(stored.clone());
         Ok(stored)
@@ -83,21 +85,5 @@ impl Notes {
         if let Err(e) = self.recorder.record(entry).await {
             tracing::warn!(error = %e, "could not record a progress entry");
         }
-    }
-}
-
-/// One lifecycle event per stored step: failures at `warn`, the rest at
-/// `info`. The task and the subtask's attempt come from the enclosing spans;
-/// the agent differs from step to step, so it is a field.
-fn log_step(e: &ProgressEntry) {
-    let event = e.event.as_str();
-    let tokens = e.usage.map_or(0, |u| u.total());
-    match e.event {
-        EventKind::TaskFailed | EventKind::SubtaskFailed | EventKind::Stalled => tracing::warn!(
-            step = e.step, event, agent_id = %e.agent, detail = %e.detail, "{event}"
-        ),
-        _ => tracing::info!(
-            step = e.step, event, agent_id = %e.agent, detail = %e.detail, tokens, "{event}"
-        ),
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::BreakerConfig;
+use crate::telemetry::events::{CircuitChanged, emit};
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub enum CircuitState {
 
 impl CircuitState {
     /// The gauge's value: 0 closed, 1 half-open, 2 open.
-    fn gauge(self) -> f64 {
+    pub(crate) fn gauge(self) -> f64 {
         match self {
             CircuitState::Closed => 0.0,
             CircuitState::HalfOpen => 1.0,
@@ -89,7 +90,7 @@ impl Circuit {
             trial_timeout,
             state: Mutex::new(State::Closed { failures: 0 }),
         };
-        circuit.publish(CircuitState::Closed);
+        circuit.publish(None, CircuitState::Closed);
         circuit
     }
 
@@ -103,8 +104,16 @@ impl Circuit {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn publish(&self, state: CircuitState) {
-        ::metrics::gauge!(self.metric, self.label => self.name.clone()).set(state.gauge());
+    fn publish(&self, before: Option<CircuitState>, state: CircuitState) {
+        emit(CircuitChanged {
+            metric: self.metric,
+            label: self.label,
+            name: &self.name,
+            before,
+            state,
+            threshold: self.config.failure_threshold,
+            reset_after: self.config.reset_timeout,
+        });
     }
 
     /// Where it stands now (an open circuit past its reset time reports
@@ -126,8 +135,7 @@ impl Circuit {
             State::Open { .. } => {
                 *state = trial;
                 drop(state);
-                tracing::info!(circuit = self.label, name = %self.name, "circuit half-open: one trial");
-                self.publish(CircuitState::HalfOpen);
+                self.publish(Some(CircuitState::Open), CircuitState::HalfOpen);
                 Ok(true)
             }
             State::HalfOpen {
@@ -168,20 +176,7 @@ impl Circuit {
         let after = current(&state);
         drop(state);
         if before != after {
-            match after {
-                CircuitState::Open => tracing::warn!(
-                    circuit = self.label,
-                    name = %self.name,
-                    threshold = self.config.failure_threshold,
-                    reset_after_ms = u64::try_from(self.config.reset_timeout.as_millis()).unwrap_or(u64::MAX),
-                    "circuit opened: refusing until the reset time"
-                ),
-                CircuitState::Closed => {
-                    tracing::info!(circuit = self.label, name = %self.name, "circuit closed");
-                }
-                CircuitState::HalfOpen => {}
-            }
-            self.publish(after);
+            self.publish(Some(before), after);
         }
     }
 

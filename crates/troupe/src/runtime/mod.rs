@@ -22,7 +22,8 @@ use crate::events::TaskEvents;
 use crate::orchestrator::{Orchestrator, TaskHandle};
 use crate::resilience::{self, RetryPolicy};
 use crate::telemetry::ObservedBus;
-use crate::telemetry::metrics::{QUEUE_DEPTH, topic_label};
+use crate::telemetry::events::{QueueDepthRead, emit};
+use crate::telemetry::metrics::topic_label;
 
 /// How often the depth of this process's topics is read into the metrics.
 const QUEUE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -46,12 +47,10 @@ async fn sample_queues(bus: Arc<dyn Bus>, topics: Vec<String>, shutdown: Cancell
         }
         for topic in &topics {
             match depths.depth(topic).await {
-                Ok(depth) => {
-                    // Gauges are f64; a depth beyond 2^53 is not a concern.
-                    #[allow(clippy::cast_precision_loss)]
-                    let depth = depth as f64;
-                    ::metrics::gauge!(QUEUE_DEPTH, "topic" => topic_label(topic)).set(depth);
-                }
+                Ok(depth) => emit(QueueDepthRead {
+                    topic: &topic_label(topic),
+                    depth,
+                }),
                 Err(e) => tracing::debug!(topic, error = %e, "could not read a queue's depth"),
             }
         }

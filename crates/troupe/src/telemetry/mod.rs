@@ -14,6 +14,7 @@
 //! the envelope), `gen_ai.chat` (one per LLM request, with the `gen_ai.*`
 //! attributes), `bus.send` and `bus.receive`.
 
+pub(crate) mod events;
 pub mod metrics;
 mod observed_bus;
 pub(crate) mod propagation;

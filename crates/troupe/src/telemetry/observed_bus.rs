@@ -10,7 +10,8 @@ use troupe_core::AgentId;
 use troupe_core::bus::{Bus, BusError, Delivery, Subscription};
 use troupe_core::envelope::Envelope;
 
-use super::metrics::{MESSAGE_LATENCY_SECONDS, MESSAGES_TOTAL, topic_label};
+use super::events::{MessageReceived, MessageSent, emit};
+use super::metrics::topic_label;
 use super::propagation;
 
 /// Wraps a bus so that every send and receive is observed. The runtime wraps
@@ -71,15 +72,12 @@ impl Bus for ObservedBus {
             .instrument(span.clone())
             .await;
         let _entered = span.enter();
-        match &result {
-            Ok(()) => {
-                ::metrics::counter!(MESSAGES_TOTAL, "type" => kind).increment(1);
-                tracing::debug!(topic, %message_id, message_type = kind, "bus send");
-            }
-            Err(e) => {
-                tracing::debug!(topic, %message_id, message_type = kind, error = %e, "bus send failed");
-            }
-        }
+        emit(MessageSent {
+            topic,
+            message_id: &message_id,
+            kind,
+            error: result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        });
         result
     }
 
@@ -113,8 +111,6 @@ impl Subscription for ObservedSubscription {
         let latency = (chrono::Utc::now() - envelope.created_at)
             .to_std()
             .unwrap_or_default();
-        ::metrics::histogram!(MESSAGE_LATENCY_SECONDS, "type" => kind)
-            .record(latency.as_secs_f64());
         let span = tracing::debug_span!(
             "bus.receive",
             otel.name = %format_args!("receive {}", self.topic_label),
@@ -130,15 +126,14 @@ impl Subscription for ObservedSubscription {
         );
         propagation::set_parent(&span, &envelope.trace_context);
         span.in_scope(|| {
-            tracing::debug!(
-                topic = %delivery.topic,
-                message_id = %envelope.id,
-                message_type = kind,
-                from = %envelope.from,
-                delivery_count = delivery.delivery_count,
-                latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                "bus receive"
-            );
+            emit(MessageReceived {
+                topic: &delivery.topic,
+                message_id: &envelope.id,
+                kind,
+                from: &envelope.from,
+                delivery_count: delivery.delivery_count,
+                latency,
+            });
         });
         Ok(delivery)
     }

@@ -10,8 +10,8 @@
 
 mod fn_worker;
 mod llm_worker;
-mod pool;
 pub(crate) mod runner;
+mod service;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 pub use fn_worker::FnWorker;
 pub use llm_worker::LlmWorker;
-pub use pool::WorkerPool;
+pub use service::WorkerService;
 use troupe_core::bus::Bus;
 use troupe_core::envelope::{DependencyResult, Envelope, MessageKind, Progress};
 use troupe_core::llm::LlmError;

@@ -18,7 +18,7 @@ use troupe_core::{AgentId, Role};
 
 use super::{Job, WorkError, Worker, WorkerContext};
 use crate::config::WorkersConfig;
-use crate::telemetry::metrics::{ACTIVE_WORKERS, WORKERS_TOTAL};
+use crate::telemetry::events::{WorkerStarted, WorkerStopped, emit};
 use crate::telemetry::propagation;
 
 /// The longest deadline a worker accepts from an assignment.
@@ -52,8 +52,7 @@ impl Runner {
         let role_label = self.role.to_string();
         let this = Arc::new(self);
         let task = async move {
-            let _active = ActiveWorker::new(role_label);
-            tracing::debug!("worker started");
+            let _active = ActiveWorker::new(role_label, this.agent.to_string());
             let slots = Arc::new(Semaphore::new(this.config.concurrency));
             let hand_back = CancellationToken::new();
             let mut running = JoinSet::new();
@@ -226,23 +225,28 @@ impl Runner {
     }
 }
 
-/// Counts a worker in the metrics from its start to its end, however it ends.
+/// Tells of a worker's start and of its end, however it ends.
 struct ActiveWorker {
     role: String,
+    agent: String,
 }
 
 impl ActiveWorker {
-    fn new(role: String) -> Self {
-        ::metrics::counter!(WORKERS_TOTAL, "status" => "started").increment(1);
-        ::metrics::gauge!(ACTIVE_WORKERS, "role" => role.clone()).increment(1.0);
-        Self { role }
+    fn new(role: String, agent: String) -> Self {
+        emit(WorkerStarted {
+            role: &role,
+            agent: &agent,
+        });
+        Self { role, agent }
     }
 }
 
 impl Drop for ActiveWorker {
     fn drop(&mut self) {
-        ::metrics::counter!(WORKERS_TOTAL, "status" => "stopped").increment(1);
-        ::metrics::gauge!(ACTIVE_WORKERS, "role" => self.role.clone()).decrement(1.0);
+        emit(WorkerStopped {
+            role: &self.role,
+            agent: &self.agent,
+        });
     }
 }
 

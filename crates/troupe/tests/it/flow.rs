@@ -8,7 +8,7 @@ use serde_json::json;
 use troupe_core::ledger::{EventKind, usage_by_agent};
 use troupe_core::llm::CallKind;
 use troupe_core::task::{SubtaskStatus, TaskStatus, Usage};
-use troupe_llm::mock::{MockLlm, Step};
+use troupe_llm::mock::{MockLlm, Rule};
 
 use crate::support::{config, count, kinds, result_of, step, troupe};
 
@@ -182,9 +182,9 @@ async fn several_workers_share_a_role() {
     ]});
     let llm = Arc::new(
         MockLlm::builder()
-            .step(Step::on(CallKind::Plan).plan(plan))
-            .step(
-                Step::on(CallKind::Work)
+            .rule(Rule::on(CallKind::Plan).plan(plan))
+            .rule(
+                Rule::on(CallKind::Work)
                     .role("researcher")
                     .delay(Duration::from_millis(200))
                     .repeat(),
@@ -264,8 +264,8 @@ async fn a_runtime_needs_an_llm_and_valid_settings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_results_are_visible_while_the_task_runs() {
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .subtask("s3")
                 .delay(Duration::from_millis(800)),
         )

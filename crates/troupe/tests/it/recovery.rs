@@ -14,13 +14,13 @@ use troupe_core::ledger::EventKind;
 use troupe_core::llm::CallKind;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_core::{AgentId, Role, SubtaskId};
-use troupe_llm::mock::{MockError, MockLlm, Step};
+use troupe_llm::mock::{MockError, MockLlm, Rule};
 
 use crate::support::{config, count, kinds, step, troupe};
 
 /// Every attempt at s2 (the analyst's subtask) gets a permanent error.
-fn s2_always_refused() -> Step {
-    Step::on(CallKind::Work)
+fn s2_always_refused() -> Rule {
+    Rule::on(CallKind::Work)
         .subtask("s2")
         .error(MockError::http(400))
         .repeat()
@@ -89,8 +89,8 @@ async fn a_failing_worker_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .subtask("s1")
                 .error(MockError::http(503))
                 .times(2),
@@ -109,9 +109,9 @@ async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_malformed_twice_then_valid_succeeds() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Plan).reply("Sure! I will research, analyse and write."))
-        .step(
-            Step::on(CallKind::Plan)
+        .rule(Rule::on(CallKind::Plan).reply("Sure! I will research, analyse and write."))
+        .rule(
+            Rule::on(CallKind::Plan)
                 .plan(json!({"subtasks": [{"id": "a", "role": "chef", "instruction": "cook"}]})),
         )
         .record()
@@ -154,7 +154,7 @@ async fn a_plan_malformed_twice_then_valid_succeeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plan_that_never_validates_fails_with_the_reason() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Plan).reply("{\"subtasks\": [").repeat())
+        .rule(Rule::on(CallKind::Plan).reply("{\"subtasks\": [").repeat())
         .build()
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
@@ -172,8 +172,8 @@ async fn a_plan_that_never_validates_fails_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_llm_fails_planning_with_the_reason() {
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Plan)
+        .rule(
+            Rule::on(CallKind::Plan)
                 .error(MockError::http(401))
                 .repeat(),
         )
@@ -263,7 +263,7 @@ async fn a_duplicate_result_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subtask_that_hangs_times_out_and_is_retried() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).subtask("s2").hang())
+        .rule(Rule::on(CallKind::Work).subtask("s2").hang())
         .build()
         .unwrap();
     let mut c = config();
@@ -294,7 +294,7 @@ async fn a_subtask_that_hangs_times_out_and_is_retried() {
 async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     // The analyst's model rejects every request: a permanent error.
     let llm = MockLlm::builder()
-        .step(s2_always_refused())
+        .rule(s2_always_refused())
         .record()
         .build()
         .unwrap();
@@ -362,8 +362,8 @@ async fn a_subtask_that_fails_for_good_triggers_a_replan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .role("analyst")
                 .error(MockError::http(400))
                 .repeat(),
@@ -389,10 +389,10 @@ async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluation_that_gives_up_ends_the_task_without_a_replan() {
     let llm = MockLlm::builder()
-        .step(s2_always_refused())
+        .rule(s2_always_refused())
         // The first evaluation is malformed; its repair gives up.
-        .step(Step::on(CallKind::Evaluate).reply("I think we should stop."))
-        .step(Step::on(CallKind::Evaluate).plan(json!({
+        .rule(Rule::on(CallKind::Evaluate).reply("I think we should stop."))
+        .rule(Rule::on(CallKind::Evaluate).plan(json!({
             "progress_being_made": false, "in_loop": true, "decision": "give_up",
             "reason": "the analyst's model refuses every request"
         })))
@@ -440,9 +440,9 @@ async fn an_evaluation_that_gives_up_ends_the_task_without_a_replan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evaluation_that_never_validates_does_not_stop_the_replan() {
     let llm = MockLlm::builder()
-        .step(s2_always_refused())
-        .step(
-            Step::on(CallKind::Evaluate)
+        .rule(s2_always_refused())
+        .rule(
+            Rule::on(CallKind::Evaluate)
                 .reply(r#"{"decision": "maybe"}"#)
                 .repeat(),
         )
@@ -472,14 +472,14 @@ async fn an_evaluation_that_never_validates_does_not_stop_the_replan() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failures_count_as_a_stall() {
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .subtask("s1")
                 .error(MockError::http(503))
                 .repeat(),
         )
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .subtask("s2")
                 .error(MockError::http(503))
                 .repeat(),
@@ -513,7 +513,7 @@ async fn repeated_failures_count_as_a_stall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_task_ends_cancelled() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).hang().repeat())
+        .rule(Rule::on(CallKind::Work).hang().repeat())
         .build()
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
@@ -539,7 +539,7 @@ async fn a_cancelled_task_ends_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_past_its_time_limit_fails() {
     let llm = MockLlm::builder()
-        .step(Step::on(CallKind::Work).hang().repeat())
+        .rule(Rule::on(CallKind::Work).hang().repeat())
         .build()
         .unwrap();
     let mut c = config();
@@ -558,8 +558,8 @@ async fn a_task_past_its_time_limit_fails() {
 async fn forged_and_malformed_messages_are_set_aside() {
     let bus = MemoryBus::default();
     let llm = MockLlm::builder()
-        .step(
-            Step::on(CallKind::Work)
+        .rule(
+            Rule::on(CallKind::Work)
                 .delay(Duration::from_millis(300))
                 .repeat(),
         )
@@ -632,7 +632,7 @@ async fn forged_and_malformed_messages_are_set_aside() {
 async fn shutdown_waits_for_workers_and_shutdown_now_does_not() {
     let make = || async {
         let llm = MockLlm::builder()
-            .step(Step::on(CallKind::Work).hang().repeat())
+            .rule(Rule::on(CallKind::Work).hang().repeat())
             .build()
             .unwrap();
         let mut c = config();

@@ -13,7 +13,7 @@ use troupe_core::ledger::EventKind;
 use troupe_core::llm::{CallKind, ChatMessage, ChatRequest, LlmError, LlmProvider};
 use troupe_core::store::StoreError;
 use troupe_core::task::TaskStatus;
-use troupe_llm::mock::{Fault, MockError, MockLlm, Step};
+use troupe_llm::mock::{Fault, MockError, MockLlm, Rule};
 
 use crate::support::{config, troupe};
 
@@ -47,7 +47,7 @@ fn starts_ms(llm: &MockLlm, t0: Instant) -> Vec<u128> {
 
 fn failing(error: MockError, times: u32) -> MockLlm {
     MockLlm::builder()
-        .step(Step::any().error(error).times(times))
+        .rule(Rule::any().error(error).times(times))
         .record()
         .build()
         .unwrap()
@@ -85,8 +85,8 @@ async fn retries_wait_the_configured_delays_and_stop_at_the_limit() {
 async fn retry_after_is_honoured() {
     let llm = Arc::new(
         MockLlm::builder()
-            .step(
-                Step::any()
+            .rule(
+                Rule::any()
                     .error(MockError::Http {
                         status: 429,
                         body: "slow down".into(),
@@ -158,8 +158,8 @@ async fn a_failed_trial_reopens_and_calls_during_the_trial_fail_fast() {
     // 2 failures open it; the first trial fails; the second trial (slow) succeeds.
     let llm = Arc::new(
         MockLlm::builder()
-            .step(Step::any().error(MockError::Timeout).times(3))
-            .step(Step::any().delay(Duration::from_secs(2)).times(1))
+            .rule(Rule::any().error(MockError::Timeout).times(3))
+            .rule(Rule::any().delay(Duration::from_secs(2)).times(1))
             .record()
             .build()
             .unwrap(),
@@ -208,7 +208,7 @@ async fn a_failed_trial_reopens_and_calls_during_the_trial_fail_fast() {
 
 #[tokio::test(start_paused = true)]
 async fn a_provider_that_hangs_is_cut_by_its_timeout() {
-    let llm = Arc::new(MockLlm::builder().step(Step::any().hang()).build().unwrap());
+    let llm = Arc::new(MockLlm::builder().rule(Rule::any().hang()).build().unwrap());
     let mut c = plain();
     c.timeout = Some(Duration::from_secs(10));
     let stack = resilient(llm, &c).unwrap();
@@ -422,8 +422,8 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
     // The researcher's LLM calls fail 3 times, then answer.
     let llm = Arc::new(
         MockLlm::builder()
-            .step(
-                Step::on(CallKind::Work)
+            .rule(
+                Rule::on(CallKind::Work)
                     .role("researcher")
                     .error(MockError::http(503))
                     .times(3),
@@ -755,8 +755,8 @@ async fn a_trial_call_dropped_midway_frees_the_half_open_slot() {
     // Two failures open it; the trial hangs and is abandoned; the next call is let through.
     let llm = Arc::new(
         MockLlm::builder()
-            .step(Step::any().error(MockError::http(500)).times(2))
-            .step(Step::any().hang().times(1))
+            .rule(Rule::any().error(MockError::http(500)).times(2))
+            .rule(Rule::any().hang().times(1))
             .record()
             .build()
             .unwrap(),

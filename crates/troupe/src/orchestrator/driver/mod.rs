@@ -39,7 +39,7 @@ use self::attempts::Attempts;
 use self::journal::{Journal, Step};
 use super::Shared;
 use crate::config::duration::format as fmt;
-use crate::telemetry::metrics::{TASK_DURATION_SECONDS, TASKS_TOTAL};
+use crate::telemetry::events::{TaskEnded, TaskStatusReached, emit};
 
 /// Why a task's run ended early.
 enum End {
@@ -210,8 +210,10 @@ impl Driver {
             .lease
             .ending
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        ::metrics::histogram!(TASK_DURATION_SECONDS, "status" => status.as_str())
-            .record(self.started.elapsed().as_secs_f64());
+        emit(TaskEnded {
+            status,
+            elapsed: self.started.elapsed(),
+        });
         match self.finish(status, result, error).await {
             Ok(()) => {}
             Err(StoreError::Fenced(_)) => {
@@ -379,7 +381,7 @@ impl Driver {
     /// `note` (an orchestrator's step) with them, all at once.
     async fn set_status(&mut self, status: TaskStatus, note: Option<Step<'_>>) -> Result<(), End> {
         self.ledger.set_status(status, troupe_core::time::now());
-        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
+        emit(TaskStatusReached(status));
         let state = self.state();
         let usage = self.ledger.record().usage;
         self.journal.set_status(status, usage, &state, note).await?;
@@ -394,7 +396,7 @@ impl Driver {
         result: Option<String>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        ::metrics::counter!(TASKS_TOTAL, "status" => status.as_str()).increment(1);
+        emit(TaskStatusReached(status));
         let cancelled = if status == TaskStatus::Completed {
             Vec::new()
         } else {

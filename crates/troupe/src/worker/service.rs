@@ -1,8 +1,8 @@
-//! [`WorkerPool`]: the workers of one role in a process of their own (`troupe
-//! worker`), taking subtasks off a shared bus that coordinators elsewhere
-//! publish to.
+//! [`WorkerService`]: a worker of one role serving a shared bus on its own,
+//! outside a [`Troupe`](crate::Troupe) (the `troupe worker` process), taking
+//! subtasks that coordinators elsewhere publish.
 //!
-//! The pool is one worker agent running up to `concurrency` subtasks at once,
+//! The service is one worker agent running up to `concurrency` subtasks at once,
 //! with the same loop as the workers a [`Troupe`](crate::Troupe) hosts. While
 //! it runs it heartbeats the bus's worker registry, so operators (and
 //! `troupe workers`) see who is serving which role and how busy it is; an
@@ -29,7 +29,7 @@ use crate::runtime::wrap_bus;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use troupe::worker::WorkerPool;
+/// use troupe::worker::WorkerService;
 /// use troupe::TroupeConfig;
 /// use troupe_core::bus::{Bus, MemoryBus};
 /// use troupe_core::role::BuiltinRole;
@@ -38,13 +38,13 @@ use crate::runtime::wrap_bus;
 /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 /// let bus: Arc<dyn Bus> = Arc::new(MemoryBus::default());
 /// let config = TroupeConfig::default();
-/// let worker = WorkerPool::builtin_worker(BuiltinRole::Writer, Arc::new(MockLlm::builtin()), Vec::new(), &config).unwrap();
-/// let pool = WorkerPool::start(bus, BuiltinRole::Writer.into(), worker, &config, 4).await.unwrap();
-/// assert_eq!(pool.agent().as_str().split('-').next(), Some("writer"));
-/// pool.shutdown().await;
+/// let worker = WorkerService::builtin_worker(BuiltinRole::Writer, Arc::new(MockLlm::builtin()), Vec::new(), &config).unwrap();
+/// let service = WorkerService::start(bus, BuiltinRole::Writer.into(), worker, &config, 4).await.unwrap();
+/// assert_eq!(service.agent().as_str().split('-').next(), Some("writer"));
+/// service.shutdown().await;
 /// # });
 /// ```
-pub struct WorkerPool {
+pub struct WorkerService {
     agent: AgentId,
     runner: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
@@ -52,15 +52,15 @@ pub struct WorkerPool {
     abandon: CancellationToken,
 }
 
-impl std::fmt::Debug for WorkerPool {
+impl std::fmt::Debug for WorkerService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerPool")
+        f.debug_struct("WorkerService")
             .field("agent", &self.agent)
             .finish_non_exhaustive()
     }
 }
 
-impl WorkerPool {
+impl WorkerService {
     /// The built-in worker of `role` on `llm` (with `fallbacks`), with the
     /// breaker, limits and timeout of `config.llm`. Needs a tokio runtime.
     pub fn builtin_worker(

@@ -3,8 +3,8 @@
 //! The orchestrator sends a subtask's change (dispatched, started, completed,
 //! failed) and its progress entry to the store at once. When the two reach a
 //! writer in one batch, one after the other, the writer fuses them into a
-//! [`Step`]: one statement applies the guarded change and appends the entry,
-//! for every step of its round (see `writer`). A batch of steps alone is then
+//! [`FusedWrite`]: one statement applies the guarded change and appends the entry,
+//! for every fused write of its round (see `writer`). A batch of fused writes alone is then
 //! one statement, one round trip and one commit, where the two writes took
 //! two statements, or four round trips inside `BEGIN` and `COMMIT`.
 //!
@@ -23,17 +23,17 @@ use super::coalesced::{
     settle_appends, settle_subtasks,
 };
 use super::pg_error;
-use super::writer::Pending;
+use super::writer::Queued;
 
 /// A subtask change and the progress entry queued right after it for the same task.
 #[derive(Debug)]
-pub(crate) struct Step {
-    pub(crate) change: Pending<SubtaskWrite, Applied>,
-    pub(crate) entry: Pending<NewProgressEntry, ProgressEntry>,
+pub(crate) struct FusedWrite {
+    pub(crate) change: Queued<SubtaskWrite, Applied>,
+    pub(crate) entry: Queued<NewProgressEntry, ProgressEntry>,
 }
 
-impl Step {
-    /// Runs this step alone, as two writes; false if one failed. Both are
+impl FusedWrite {
+    /// Runs this fused write alone, as two writes; false if one failed. Both are
     /// then rolled back together (they share the caller's savepoint), so
     /// both are answered with the error.
     pub(crate) async fn run_alone(&mut self, conn: &mut PgConnection) -> bool {
@@ -52,7 +52,7 @@ impl Step {
 /// The change's time and arrays from `$1` on (as in `SUBTASK_UPDATE`), the
 /// entry's from `$12`; one row per changed subtask (part 0) and per appended entry
 /// (part 1, with its step).
-static STEP_SQL: LazyLock<String> = LazyLock::new(|| {
+static FUSED_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH ch AS ({SUBTASK_UPDATE}), {} \
          SELECT 0 AS part, task_id, 0::bigint AS step FROM ch \
@@ -61,19 +61,19 @@ static STEP_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// Writes steps, at most one per task, in one statement. False if it failed.
-pub(crate) async fn write(conn: &mut PgConnection, steps: &mut [&mut Step]) -> bool {
-    let (mut changes, mut entries): (Vec<_>, Vec<_>) = steps
+/// Writes fused writes, at most one per task, in one statement. False if it failed.
+pub(crate) async fn write(conn: &mut PgConnection, fused: &mut [&mut FusedWrite]) -> bool {
+    let (mut changes, mut entries): (Vec<_>, Vec<_>) = fused
         .iter_mut()
         .map(|s| {
-            let Step { change, entry } = &mut **s;
+            let FusedWrite { change, entry } = &mut **s;
             (change, entry)
         })
         .unzip();
     let rows = {
         let sc = SubtaskColumns::of(changes.iter().map(|w| &w.input));
         let ac = AppendColumns::of(entries.iter().map(|w| &w.input));
-        ac.bind(sc.bind(sqlx::query_as::<_, (i32, Uuid, i64)>(STEP_SQL.as_str())))
+        ac.bind(sc.bind(sqlx::query_as::<_, (i32, Uuid, i64)>(FUSED_SQL.as_str())))
             .fetch_all(&mut *conn)
             .await
     };
