@@ -430,13 +430,10 @@ fn a_killed_run_leaves_no_llama_server_behind() {
     // SIGKILL: troupe gets no chance to clean up; the watchdog must.
     child.0.kill().unwrap();
     child.0.wait().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while listening() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(
-        !listening(),
-        "llama-server still listens on {port} after troupe was killed"
+    troupe_testkit::eventually_blocking(
+        &format!("llama-server stops listening on {port} after troupe was killed"),
+        std::time::Duration::from_secs(15),
+        || (!listening()).then_some(()),
     );
 }
 

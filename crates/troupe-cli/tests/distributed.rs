@@ -215,34 +215,34 @@ impl Cluster {
         within: Duration,
         procs: &[&Proc],
     ) -> Vec<Value> {
-        let deadline = Instant::now() + within;
         let mut done: HashMap<String, Value> = HashMap::new();
-        while done.len() < ids.len() {
-            let open: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
-            for id in open {
-                // The end's progress entry is the last write of a task.
-                if let Some(ledger) = self.ledger(base, id)
-                    && ["task_completed", "task_failed", "task_cancelled"]
-                        .iter()
-                        .any(|end| !events(&ledger, end).is_empty())
-                {
-                    // Read again: the task and its progress are two reads, and
-                    // the first may have caught the task row before its end.
-                    let settled = self.ledger(base, id).unwrap_or(ledger);
-                    done.insert(id.clone(), settled);
+        let what = format!("all {} tasks end", ids.len());
+        let explain = || {
+            let logs: Vec<String> = procs.iter().map(|p| p.log()).collect();
+            format!("logs:\n{}", logs.join("\n-----\n"))
+        };
+        troupe_testkit::eventually_blocking_explained(
+            &what,
+            within,
+            || {
+                let open: Vec<&String> = ids.iter().filter(|id| !done.contains_key(*id)).collect();
+                for id in open {
+                    // The end's progress entry is the last write of a task.
+                    if let Some(ledger) = self.ledger(base, id)
+                        && ["task_completed", "task_failed", "task_cancelled"]
+                            .iter()
+                            .any(|end| !events(&ledger, end).is_empty())
+                    {
+                        // Read again: the task and its progress are two reads, and
+                        // the first may have caught the task row before its end.
+                        let settled = self.ledger(base, id).unwrap_or(ledger);
+                        done.insert(id.clone(), settled);
+                    }
                 }
-            }
-            if Instant::now() > deadline {
-                let logs: Vec<String> = procs.iter().map(|p| p.log()).collect();
-                panic!(
-                    "{} of {} tasks ended within {within:?}; logs:\n{}",
-                    done.len(),
-                    ids.len(),
-                    logs.join("\n-----\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+                (done.len() == ids.len()).then_some(())
+            },
+            explain,
+        );
         ids.iter().map(|id| done.remove(id).unwrap()).collect()
     }
 }
@@ -282,14 +282,7 @@ fn assert_completed_once(ledgers: &[Value]) {
 }
 
 fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not happen within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    troupe_testkit::eventually_blocking(what, within, || check().then_some(()));
 }
 
 #[test]

@@ -9,10 +9,11 @@ mod common;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{ChildStderr, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Running;
 use serde_json::{Value, json};
+use troupe_testkit::eventually_blocking;
 
 fn spawn(dir: &std::path::Path, args: &[&str]) -> (Running, BufReader<ChildStderr>) {
     let mut child = common::command(dir, args)
@@ -83,19 +84,17 @@ fn serve_runs_submitted_goals_and_exposes_metrics_until_sigterm() {
         .as_str()
         .unwrap()
         .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let doc = loop {
+    let doc = eventually_blocking("the task ends", Duration::from_secs(30), || {
         let doc: Value = http
             .get(format!("{base}/v1/tasks/{id}"))
             .send()
             .unwrap()
             .json()
             .unwrap();
-        if doc["status"] == "completed" || Instant::now() > deadline {
-            break doc;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        ["completed", "failed"]
+            .contains(&doc["status"].as_str().unwrap_or_default())
+            .then_some(doc)
+    });
     assert_eq!(doc["status"], "completed", "{doc}");
 
     let scrape = http
@@ -118,17 +117,11 @@ fn serve_runs_submitted_goals_and_exposes_metrics_until_sigterm() {
     let pid = server.0.id().to_string();
     let term = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(term.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "troupe serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = eventually_blocking(
+        "troupe serve stops on SIGTERM",
+        Duration::from_secs(15),
+        || server.0.try_wait().unwrap(),
+    );
     assert_eq!(status.code(), Some(0));
     assert!(
         http.get(format!("{base}/healthz")).send().is_err(),
@@ -163,20 +156,15 @@ fn run_with_a_metrics_address_can_be_scraped_while_the_task_runs() {
     );
     let base = printed_url(&mut stderr, "metrics");
     let http = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let scrape = loop {
+    let scrape = eventually_blocking("the task runs", Duration::from_secs(10), || {
         let scrape = http
             .get(format!("{base}/metrics"))
             .send()
             .unwrap()
             .text()
             .unwrap();
-        let waiting = sample(&scrape, r#"multiagent_tasks_total{status="running"}"#) < 1.0;
-        if !waiting || Instant::now() > deadline {
-            break scrape;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        (sample(&scrape, r#"multiagent_tasks_total{status="running"}"#) >= 1.0).then_some(scrape)
+    });
     assert_eq!(
         sample(&scrape, r#"multiagent_tasks_total{status="running"}"#),
         1.0

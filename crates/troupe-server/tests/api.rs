@@ -71,15 +71,15 @@ impl Api {
     }
 
     async fn wait_done(&self, id: &str) -> Value {
-        for _ in 0..200 {
+        let what = format!("task {id} ends");
+        troupe_testkit::eventually(&what, Duration::from_secs(10), || async {
             let (status, doc) = self.get(&format!("/v1/tasks/{id}")).await;
             assert_eq!(status, StatusCode::OK);
-            if ["completed", "failed", "cancelled"].contains(&doc["status"].as_str().unwrap()) {
-                return doc;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("task {id} did not end");
+            ["completed", "failed", "cancelled"]
+                .contains(&doc["status"].as_str().unwrap())
+                .then_some(doc)
+        })
+        .await
     }
 }
 

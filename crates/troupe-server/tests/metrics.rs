@@ -16,8 +16,10 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use troupe::Troupe;
+use troupe::core::ledger::EventKind;
 use troupe::core::llm::CallKind;
 use troupe::core::task::TaskStatus;
 use troupe_llm::mock::{MockError, MockLlm, Rule};
@@ -128,7 +130,13 @@ async fn metrics_move_as_tasks_run_and_pass_promtool() {
 
     // One slow task: pending while it runs.
     let slow = troupe.submit("The slow one").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Its synthesis (1.5 s) has begun: it is pending for a while yet.
+    let mut steps = slow.events();
+    while let Some(step) = steps.next().await {
+        if step.unwrap().event == EventKind::SynthesisStarted {
+            break;
+        }
+    }
     let during = samples(&scrape(&http, &base).await);
     assert_eq!(value(&during, "multiagent_pending_tasks"), 1.0);
     assert_eq!(

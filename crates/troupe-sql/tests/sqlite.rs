@@ -3,28 +3,32 @@
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-
 use troupe_core::AgentId;
 use troupe_core::ledger::{EventKind, NewProgressEntry};
-use troupe_core::store::{ProgressStore, StoreError, Stores, TaskStore};
+use troupe_core::store::{ProgressStore, StoreError, TaskStore};
 use troupe_sql::{SqliteOptions, SqliteStore};
-use troupe_testkit::conformance::store::{StoreSuite, new_task, subtask};
+use troupe_testkit::conformance::store::{new_task, subtask};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_store_conforms() {
-    let dir = tempfile::tempdir().unwrap();
-    let counter = std::sync::atomic::AtomicU32::new(0);
-    StoreSuite
-        .run(|| async {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = dir.path().join(format!("conformance-{n}.db"));
-            let store = SqliteStore::open(&path, SqliteOptions::default())
-                .await
-                .unwrap();
-            Stores::from_backend(Arc::new(store))
-        })
-        .await;
+/// The store conformance suite, one test per check, each on a new file.
+mod conformance {
+    use std::sync::Arc;
+
+    use troupe_core::store::Stores;
+    use troupe_sql::{SqliteOptions, SqliteStore};
+    use troupe_testkit::conformance::Fixture;
+
+    async fn stores(check: &str) -> Option<Fixture<Stores>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{check}.db"));
+        let store = SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap();
+        let stores = Stores::from_backend(Arc::new(store));
+        // The directory goes when the check passed (a failed one keeps it).
+        Some(Fixture::with_cleanup(stores, async move { drop(dir) }))
+    }
+
+    troupe_testkit::store_conformance!(stores);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

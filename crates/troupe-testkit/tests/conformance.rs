@@ -1,38 +1,43 @@
-//! The in-memory bus and store pass their conformance suites.
+//! The in-memory bus and store pass their conformance suites, one test per check.
 
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
-use std::time::Duration;
+mod memory_bus {
+    use std::sync::Arc;
+    use std::time::Duration;
 
-use troupe_core::bus::{Bus, MemoryBus, MemoryBusConfig};
-use troupe_core::store::{MemoryStore, Stores};
-use troupe_testkit::conformance::bus::BusSuite;
-use troupe_testkit::conformance::store::StoreSuite;
+    use troupe_core::bus::{Bus, MemoryBus, MemoryBusConfig};
+    use troupe_testkit::conformance::Fixture;
+    use troupe_testkit::conformance::bus::BusSuite;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_bus_conforms() {
-    let visibility_timeout = Duration::from_millis(200);
-    let suite = BusSuite {
-        visibility_timeout,
-        max_deliveries: 3,
-    };
-    suite
-        .run(|| async move {
-            let config = MemoryBusConfig {
-                visibility_timeout,
-                max_deliveries: 3,
-                ..MemoryBusConfig::default()
-            };
-            Arc::new(MemoryBus::new(config)) as Arc<dyn Bus>
-        })
-        .await;
+    async fn bus(_check: &str) -> Option<Fixture<(BusSuite, Arc<dyn Bus>)>> {
+        let suite = BusSuite {
+            visibility_timeout: Duration::from_millis(200),
+            max_deliveries: 3,
+        };
+        let config = MemoryBusConfig {
+            visibility_timeout: suite.visibility_timeout,
+            max_deliveries: suite.max_deliveries,
+            ..MemoryBusConfig::default()
+        };
+        Some(Fixture::new((suite, Arc::new(MemoryBus::new(config)))))
+    }
+
+    troupe_testkit::bus_conformance!(bus);
 }
 
-#[tokio::test]
-async fn memory_store_conforms() {
-    StoreSuite
-        .run(|| async { Stores::from_backend(Arc::new(MemoryStore::default())) })
-        .await;
+mod memory_store {
+    use std::sync::Arc;
+
+    use troupe_core::store::{MemoryStore, Stores};
+    use troupe_testkit::conformance::Fixture;
+
+    async fn stores(_check: &str) -> Option<Fixture<Stores>> {
+        Some(Fixture::new(Stores::from_backend(Arc::new(
+            MemoryStore::default(),
+        ))))
+    }
+
+    troupe_testkit::store_conformance!(stores);
 }

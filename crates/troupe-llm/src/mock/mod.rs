@@ -239,6 +239,7 @@ impl LlmProvider for MockLlm {
     async fn complete(&self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
         let rule = self.choose(&request.meta);
+        let usage = rule.as_ref().and_then(|r| r.usage);
         let delay = rule
             .as_ref()
             .and_then(|s| s.delay_ms)
@@ -280,10 +281,10 @@ impl LlmProvider for MockLlm {
         let content = outcome?;
         let prompt_chars: usize = request.messages.iter().map(|m| m.content.len()).sum();
         Ok(ChatResponse {
-            usage: Usage {
+            usage: usage.unwrap_or(Usage {
                 prompt_tokens: tokens(prompt_chars),
                 completion_tokens: tokens(content.len()),
-            },
+            }),
             content,
             model: self.script.model.clone(),
             finish_reason: Some("stop".to_owned()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use troupe_core::llm::{CallKind, CallMeta, LlmError};
+use troupe_core::task::Usage;
 
 /// A whole script.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +107,9 @@ pub struct Rule {
     /// Never answer (the caller's timeout must cut the call).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hang: bool,
+    /// Report these tokens instead of a count from the text's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl Rule {
@@ -149,6 +153,12 @@ impl Rule {
     /// Fail with `error`.
     pub fn error(mut self, error: MockError) -> Self {
         self.error = Some(error);
+        self
+    }
+
+    /// Report `usage` for the reply.
+    pub fn usage(mut self, usage: Usage) -> Self {
+        self.usage = Some(usage);
         self
     }
 

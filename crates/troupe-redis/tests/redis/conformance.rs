@@ -1,24 +1,23 @@
-//! The bus conformance suite, on Redis.
+//! The bus conformance suite on Redis, one test per check, each under its
+//! own key prefix (deleted when the check passes).
 
 use std::sync::Arc;
 
 use troupe_core::bus::Bus;
+use troupe_testkit::conformance::Fixture;
 use troupe_testkit::conformance::bus::BusSuite;
 
 use crate::support::Env;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_bus_conforms() {
-    let Some(env) = Env::new("redis_bus_conforms").await else {
-        return;
-    };
+async fn bus(check: &str) -> Option<Fixture<(BusSuite, Arc<dyn Bus>)>> {
+    let env = Env::new(check).await?;
     let config = env.config();
     let suite = BusSuite {
         visibility_timeout: config.visibility_timeout,
         max_deliveries: config.max_deliveries,
     };
-    suite
-        .run(|| async { Arc::new(env.bus().await) as Arc<dyn Bus> })
-        .await;
-    env.cleanup().await;
+    let bus: Arc<dyn Bus> = Arc::new(env.bus().await);
+    Some(Fixture::with_cleanup((suite, bus), env.cleanup()))
 }
+
+troupe_testkit::bus_conformance!(bus);

@@ -1,24 +1,25 @@
-//! The [`Bus`] conformance suite.
+//! The [`Bus`] conformance suite. A bus's tests, one per check, each on a
+//! fresh bus and the settings it was made with:
 //!
 //! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use troupe_core::bus::{Bus, MemoryBus, MemoryBusConfig};
+//! use troupe_testkit::conformance::Fixture;
 //! use troupe_testkit::conformance::bus::BusSuite;
 //!
-//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! let suite = BusSuite { visibility_timeout: Duration::from_millis(300), max_deliveries: 3 };
-//! suite
-//!     .run(|| async {
-//!         let config = MemoryBusConfig {
-//!             visibility_timeout: Duration::from_millis(300),
-//!             max_deliveries: 3,
-//!             ..MemoryBusConfig::default()
-//!         };
-//!         Arc::new(MemoryBus::new(config)) as Arc<dyn Bus>
-//!     })
-//!     .await;
-//! # });
+//! async fn memory(_check: &str) -> Option<Fixture<(BusSuite, Arc<dyn Bus>)>> {
+//!     let suite = BusSuite { visibility_timeout: Duration::from_millis(300), max_deliveries: 3 };
+//!     let config = MemoryBusConfig {
+//!         visibility_timeout: suite.visibility_timeout,
+//!         max_deliveries: suite.max_deliveries,
+//!         ..MemoryBusConfig::default()
+//!     };
+//!     Some(Fixture::new((suite, Arc::new(MemoryBus::new(config)) as Arc<dyn Bus>)))
+//! }
+//!
+//! troupe_testkit::bus_conformance!(memory);
+//! # fn main() {}
 //! ```
 
 // A test suite: its assertions are meant to panic.
@@ -34,6 +35,31 @@ use tokio::time::timeout;
 use troupe_core::bus::{Bus, DeadLetters, Delivery, Subscription, WorkerInfo, WorkerRegistry};
 use troupe_core::envelope::{Envelope, MessageKind};
 use troupe_core::{AgentId, MessageId, SubtaskId, TaskId};
+
+/// Expands to one `#[tokio::test]` per check of [`BusSuite`], each on the
+/// `(suite, bus)` of the fixture that `$make(check_name)` returns.
+#[macro_export]
+macro_rules! bus_conformance {
+    ($make:path) => {
+        $crate::__conformance_tests!($make, |fixture| (
+            fixture.subject.0,
+            fixture.subject.1.clone(),
+        );
+            delivers_what_was_published,
+            keeps_order_for_one_consumer,
+            gives_every_group_every_message,
+            shares_a_group_among_consumers,
+            keeps_messages_published_before_any_group,
+            redelivers_unacked_messages,
+            redelivers_nacked_messages_soon,
+            extends_visibility,
+            dead_letters_after_max_deliveries,
+            dead_letters_on_request,
+            requeues_dead_letters,
+            registers_workers,
+        );
+    };
+}
 
 /// The settings the bus under test was made with.
 #[derive(Debug, Clone, Copy)]

@@ -5,14 +5,19 @@
 //! ledger checks are here, the lease and fence checks in `leases`, the
 //! checkpoint checks in `checkpoints`.
 //!
+//! A store's tests: one per check, on a fresh store each.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use troupe_core::store::{MemoryStore, Stores};
-//! use troupe_testkit::conformance::store::StoreSuite;
+//! use troupe_testkit::conformance::Fixture;
 //!
-//! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
-//! StoreSuite.run(|| async { Stores::from_backend(Arc::new(MemoryStore::default())) }).await;
-//! # });
+//! async fn memory(_check: &str) -> Option<Fixture<Stores>> {
+//!     Some(Fixture::new(Stores::from_backend(Arc::new(MemoryStore::default()))))
+//! }
+//!
+//! troupe_testkit::store_conformance!(memory);
+//! # fn main() {}
 //! ```
 
 // A test suite: its assertions are meant to panic.
@@ -20,11 +25,11 @@
 
 mod checkpoints;
 mod leases;
+mod progress;
 
 use std::future::Future;
 
-use futures::future::join_all;
-use troupe_core::ledger::{Applied, EventKind, NewProgressEntry, SubtaskChange, TaskLedger};
+use troupe_core::ledger::{Applied, SubtaskChange, TaskLedger};
 use troupe_core::store::{StoreError, Stores, TaskQuery, TaskUpdate};
 use troupe_core::task::{SubtaskRecord, SubtaskStatus, TaskRecord, TaskStatus, Usage};
 use troupe_core::{AgentId, Role, SubtaskId, TaskId};
@@ -32,6 +37,37 @@ use troupe_core::{AgentId, Role, SubtaskId, TaskId};
 /// The store suite.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreSuite;
+
+/// Expands to one `#[tokio::test]` per check of [`StoreSuite`], each on the
+/// stores of the fixture that `$make(check_name)` returns (`None` skips the
+/// test: a service is missing).
+#[macro_export]
+macro_rules! store_conformance {
+    ($make:path) => {
+        $crate::__conformance_tests!($make, |fixture| (
+            $crate::conformance::store::StoreSuite,
+            fixture.subject.clone(),
+        );
+            round_trips_tasks,
+            updates_tasks_until_they_end,
+            saves_plans_and_replans,
+            guards_subtask_changes_like_the_ledger,
+            numbers_progress_steps,
+            keeps_step_data,
+            numbers_concurrent_appends_uniquely,
+            lists_tasks_newest_first,
+            keeps_large_and_unicode_text,
+            leases_tasks,
+            renews_many_leases,
+            finds_orphaned_tasks,
+            fences_task_updates,
+            fences_progress_appends,
+            fences_subtask_changes,
+            saves_fenced_checkpoints,
+            keeps_and_prunes_checkpoints,
+        );
+    };
+}
 
 fn agent() -> AgentId {
     AgentId::new("orchestrator-test").unwrap()
@@ -64,7 +100,9 @@ pub fn subtask(id: &str, role: &str, revision: u32, deps: &[&str]) -> SubtaskRec
 }
 
 impl StoreSuite {
-    /// Runs every check, each on stores from `make`.
+    /// Runs every check, each on stores from `make`, one after another
+    /// (the macro [`store_conformance!`](crate::store_conformance) makes a
+    /// test of each instead).
     pub async fn run<F, Fut>(&self, make: F)
     where
         F: Fn() -> Fut,
@@ -76,6 +114,7 @@ impl StoreSuite {
         self.guards_subtask_changes_like_the_ledger(make().await)
             .await;
         self.numbers_progress_steps(make().await).await;
+        self.keeps_step_data(make().await).await;
         self.numbers_concurrent_appends_uniquely(make().await).await;
         self.lists_tasks_newest_first(make().await).await;
         self.keeps_large_and_unicode_text(make().await).await;
@@ -353,94 +392,6 @@ impl StoreSuite {
             (a.status, a.attempts, a.result.as_deref()),
             (SubtaskStatus::Completed, 2, Some("done"))
         );
-    }
-
-    /// Steps count from 1 without gaps; pages follow steps; unknown tasks are refused.
-    pub async fn numbers_progress_steps(&self, stores: Stores) {
-        let check = "numbers_progress_steps";
-        let task = new_task("goal");
-        stores.tasks.create_task(&task).await.unwrap();
-        let mut written = Vec::new();
-        for (i, event) in [
-            EventKind::TaskSubmitted,
-            EventKind::PlanningStarted,
-            EventKind::PlanAccepted,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let entry = NewProgressEntry::task(task.id, &agent(), event, format!("detail {i}"));
-            written.push(stores.progress.append(entry).await.unwrap());
-        }
-        let sub = NewProgressEntry::subtask(
-            task.id,
-            &agent(),
-            &sid("s1"),
-            2,
-            EventKind::SubtaskStarted,
-            "go",
-        )
-        .with_usage(Usage {
-            prompt_tokens: 120,
-            completion_tokens: 7,
-        });
-        written.push(stores.progress.append(sub).await.unwrap());
-        assert_eq!(
-            written[3].usage.map(|u| u.total()),
-            Some(127),
-            "{check}: usage is kept"
-        );
-        let steps: Vec<u64> = written.iter().map(|e| e.step).collect();
-        assert_eq!(steps, vec![1, 2, 3, 4], "{check}");
-        assert_eq!(
-            stores.progress.entries(task.id, 0, 100).await.unwrap(),
-            written,
-            "{check}"
-        );
-        assert_eq!(
-            stores.progress.entries(task.id, 1, 2).await.unwrap(),
-            written[1..3].to_vec(),
-            "{check}"
-        );
-        assert!(
-            stores
-                .progress
-                .entries(TaskId::new(), 0, 10)
-                .await
-                .unwrap()
-                .is_empty(),
-            "{check}"
-        );
-        let orphan = NewProgressEntry::task(TaskId::new(), &agent(), EventKind::TaskSubmitted, "");
-        let refused = stores.progress.append(orphan).await;
-        assert!(
-            matches!(refused, Err(StoreError::NotFound(_))),
-            "{check}: {refused:?}"
-        );
-    }
-
-    /// Appends racing for one task each get their own step.
-    pub async fn numbers_concurrent_appends_uniquely(&self, stores: Stores) {
-        let check = "numbers_concurrent_appends_uniquely";
-        let task = new_task("goal");
-        stores.tasks.create_task(&task).await.unwrap();
-        let n = 40u64;
-        let appends = (0..n).map(|i| {
-            let entry = NewProgressEntry::task(
-                task.id,
-                &agent(),
-                EventKind::SubtaskProgress,
-                format!("{i}"),
-            );
-            stores.progress.append(entry)
-        });
-        let mut steps: Vec<u64> = join_all(appends)
-            .await
-            .into_iter()
-            .map(|r| r.unwrap().step)
-            .collect();
-        steps.sort_unstable();
-        assert_eq!(steps, (1..=n).collect::<Vec<_>>(), "{check}");
     }
 
     /// Listing is newest first, filters by status, pages with `before`, counts subtasks.

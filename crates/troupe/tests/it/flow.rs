@@ -12,7 +12,7 @@ use troupe_llm::mock::{MockLlm, Rule};
 
 use crate::support::{config, count, kinds, result_of, step, troupe};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_goal_is_planned_dispatched_and_answered() {
     let llm = Arc::new(
         MockLlm::builder()
@@ -123,7 +123,7 @@ async fn a_goal_is_planned_dispatched_and_answered() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn dependents_wait_and_independent_subtasks_overlap() {
     let llm = Arc::new(
         MockLlm::builder()
@@ -171,7 +171,7 @@ async fn dependents_wait_and_independent_subtasks_overlap() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn several_workers_share_a_role() {
     let plan = json!({"subtasks": [
         {"id": "r1", "role": "researcher", "instruction": "look up A"},
@@ -212,7 +212,7 @@ async fn several_workers_share_a_role() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn many_tasks_run_at_once() {
     let llm = Arc::new(
         MockLlm::builder()
@@ -261,7 +261,7 @@ async fn a_runtime_needs_an_llm_and_valid_settings() {
     assert!(err.to_string().contains("workers.per_role"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn partial_results_are_visible_while_the_task_runs() {
     let llm = MockLlm::builder()
         .rule(
@@ -273,9 +273,10 @@ async fn partial_results_are_visible_while_the_task_runs() {
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let handle = troupe.submit("Slow writer").await.unwrap();
+    let mut events = handle.events();
     let mut seen = None;
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2 {
+        crate::support::reached(&mut events, EventKind::SubtaskCompleted, None).await;
         let now = troupe.task(handle.id()).await.unwrap().unwrap();
         let done: Vec<&str> = now
             .subtasks

@@ -3,6 +3,7 @@
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod crash;
 mod flow;
 mod persistence;
 mod recovery;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use troupe::Troupe;
 use troupe::worker::{Job, WorkError, WorkOutput, Worker, WorkerContext};
-use troupe_core::bus::{Bus, BusError, DeadLetters, MemoryBus, Subscription, topics};
+use troupe_core::bus::{Bus, BusError, DeadLetters, MemoryBus, QueueDepth, Subscription, topics};
 use troupe_core::envelope::{Envelope, MessageKind};
 use troupe_core::ledger::EventKind;
 use troupe_core::llm::CallKind;
@@ -16,7 +16,7 @@ use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_core::{AgentId, Role, SubtaskId};
 use troupe_llm::mock::{MockError, MockLlm, Rule};
 
-use crate::support::{config, count, kinds, step, troupe};
+use crate::support::{config, count, kinds, reached, step, troupe};
 
 /// Every attempt at s2 (the analyst's subtask) gets a permanent error.
 fn s2_always_refused() -> Rule {
@@ -46,7 +46,7 @@ impl Worker for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_failing_worker_is_retried() {
     let flaky = Flaky {
         failures: AtomicU32::new(2),
@@ -86,7 +86,7 @@ async fn a_failing_worker_is_retried() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
     let llm = MockLlm::builder()
         .rule(
@@ -106,7 +106,7 @@ async fn an_llm_error_in_a_worker_fails_the_attempt_and_is_retried() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_plan_malformed_twice_then_valid_succeeds() {
     let llm = MockLlm::builder()
         .rule(Rule::on(CallKind::Plan).reply("Sure! I will research, analyse and write."))
@@ -151,7 +151,7 @@ async fn a_plan_malformed_twice_then_valid_succeeds() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_plan_that_never_validates_fails_with_the_reason() {
     let llm = MockLlm::builder()
         .rule(Rule::on(CallKind::Plan).reply("{\"subtasks\": [").repeat())
@@ -169,7 +169,7 @@ async fn a_plan_that_never_validates_fails_with_the_reason() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_unreachable_llm_fails_planning_with_the_reason() {
     let llm = MockLlm::builder()
         .rule(
@@ -219,7 +219,7 @@ impl Bus for Duplicating {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_duplicate_result_changes_nothing() {
     let bus = MemoryBus::default();
     let troupe = Troupe::builder()
@@ -251,16 +251,20 @@ async fn a_duplicate_result_changes_nothing() {
     )
     .unwrap()
     .about(task.id, &SubtaskId::new("s1").unwrap(), 1);
-    bus.publish(&topics::inbox(troupe.agent_id()), again)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let inbox = topics::inbox(troupe.agent_id());
+    bus.publish(&inbox, again).await.unwrap();
+    troupe_testkit::eventually(
+        "the late result is taken off the inbox",
+        Duration::from_secs(5),
+        || async { (bus.depth(&inbox).await.unwrap() == 0).then_some(()) },
+    )
+    .await;
     assert_eq!(troupe.task(task.id).await.unwrap().unwrap(), stored);
     assert_eq!(troupe.progress(task.id).await.unwrap(), entries);
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_subtask_that_hangs_times_out_and_is_retried() {
     let llm = MockLlm::builder()
         .rule(Rule::on(CallKind::Work).subtask("s2").hang())
@@ -290,7 +294,7 @@ async fn a_subtask_that_hangs_times_out_and_is_retried() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     // The analyst's model rejects every request: a permanent error.
     let llm = MockLlm::builder()
@@ -359,7 +363,7 @@ async fn a_subtask_that_fails_for_good_triggers_a_replan() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
     let llm = MockLlm::builder()
         .rule(
@@ -386,7 +390,7 @@ async fn when_replanning_does_not_help_the_task_fails_with_the_reason() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_evaluation_that_gives_up_ends_the_task_without_a_replan() {
     let llm = MockLlm::builder()
         .rule(s2_always_refused())
@@ -437,7 +441,7 @@ async fn an_evaluation_that_gives_up_ends_the_task_without_a_replan() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn an_evaluation_that_never_validates_does_not_stop_the_replan() {
     let llm = MockLlm::builder()
         .rule(s2_always_refused())
@@ -469,7 +473,7 @@ async fn an_evaluation_that_never_validates_does_not_stop_the_replan() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn repeated_failures_count_as_a_stall() {
     let llm = MockLlm::builder()
         .rule(
@@ -510,7 +514,7 @@ async fn repeated_failures_count_as_a_stall() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_task_ends_cancelled() {
     let llm = MockLlm::builder()
         .rule(Rule::on(CallKind::Work).hang().repeat())
@@ -518,7 +522,8 @@ async fn a_cancelled_task_ends_cancelled() {
         .unwrap();
     let troupe = troupe(Arc::new(llm), config()).await;
     let handle = troupe.submit("Wait forever").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut events = handle.events();
+    reached(&mut events, EventKind::SubtaskStarted, None).await;
     assert!(troupe.cancel(handle.id()));
     let task = handle.wait().await.unwrap();
     assert_eq!(task.status, TaskStatus::Cancelled);
@@ -536,7 +541,7 @@ async fn a_cancelled_task_ends_cancelled() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_task_past_its_time_limit_fails() {
     let llm = MockLlm::builder()
         .rule(Rule::on(CallKind::Work).hang().repeat())
@@ -554,7 +559,7 @@ async fn a_task_past_its_time_limit_fails() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn forged_and_malformed_messages_are_set_aside() {
     let bus = MemoryBus::default();
     let llm = MockLlm::builder()
@@ -573,7 +578,7 @@ async fn forged_and_malformed_messages_are_set_aside() {
         .await
         .unwrap();
     let handle = troupe.submit("Keep going").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    reached(&mut handle.events(), EventKind::SubtaskStarted, None).await;
 
     let forger = AgentId::new("mallory").unwrap();
     let inbox = topics::inbox(troupe.agent_id());
@@ -628,7 +633,7 @@ async fn forged_and_malformed_messages_are_set_aside() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_workers_and_shutdown_now_does_not() {
     let make = || async {
         let llm = MockLlm::builder()
@@ -639,7 +644,7 @@ async fn shutdown_waits_for_workers_and_shutdown_now_does_not() {
         c.workers.shutdown_grace = Duration::from_millis(800);
         let troupe = troupe(Arc::new(llm), c).await;
         let handle = troupe.submit("Hangs").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        reached(&mut handle.events(), EventKind::SubtaskStarted, None).await;
         handle.cancel();
         assert_eq!(handle.wait().await.unwrap().status, TaskStatus::Cancelled);
         troupe
@@ -651,8 +656,8 @@ async fn shutdown_waits_for_workers_and_shutdown_now_does_not() {
     make().await.shutdown_now().await;
     let now = started.elapsed();
     assert!(
-        graceful >= Duration::from_millis(800 + 200),
-        "shutdown took {graceful:?}"
+        graceful >= Duration::from_millis(800),
+        "shutdown took {graceful:?}: shorter than the workers' grace"
     );
     assert!(
         now < Duration::from_millis(600),

@@ -317,7 +317,7 @@ async fn fallback_switches_providers_when_the_first_is_open_or_refuses() {
     assert_eq!((refusing.calls().len(), secondary.calls().len()), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn tasks_complete_when_30_percent_of_llm_calls_fail_transiently() {
     let mut builder = MockLlm::builder().seed(7);
     for kind in [CallKind::Plan, CallKind::Work, CallKind::Synthesize] {
@@ -347,7 +347,7 @@ async fn tasks_complete_when_30_percent_of_llm_calls_fail_transiently() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 #[allow(clippy::print_stderr)] // the figures, for the record
 async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_process_answers() {
     let mut builder = MockLlm::builder().seed(11);
@@ -366,20 +366,6 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     c.orchestrator.role_breaker.reset_timeout = Duration::from_millis(50);
     let troupe = troupe(llm, c).await;
 
-    // A probe that should wake every 20 ms: how late does it get under the load?
-    let stop = tokio_util::sync::CancellationToken::new();
-    let probe = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            let mut worst = Duration::ZERO;
-            while !stop.is_cancelled() {
-                let asked = Instant::now();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                worst = worst.max(asked.elapsed().saturating_sub(Duration::from_millis(20)));
-            }
-            worst
-        }
-    });
     let handles: Vec<_> =
         futures::future::join_all((0..1_000).map(|n| troupe.submit(format!("Goal {n}"))))
             .await
@@ -392,8 +378,6 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
     )
     .await
     .expect("every task ends: none hangs");
-    stop.cancel();
-    let worst = probe.await.unwrap();
     let mut completed = 0;
     for task in ended {
         let task = task.unwrap();
@@ -403,21 +387,14 @@ async fn a_thousand_tasks_on_a_provider_failing_half_the_time_all_end_and_the_pr
             other => panic!("task {} ended {other}", task.id),
         }
     }
-    eprintln!(
-        "1,000 tasks, half the LLM calls failing: {completed} completed; the 20 ms probe was at worst {worst:?} late"
-    );
+    eprintln!("1,000 tasks, half the LLM calls failing: {completed} completed");
     assert!(completed >= 900, "{completed} of 1,000 completed");
-    // Liveness, with a wide margin for a busy 2-core machine: the runtime never stalls.
-    assert!(
-        worst < Duration::from_secs(2),
-        "a 20 ms timer fired {worst:?} late"
-    );
     // The process still answers: a read of the store.
     assert!(troupe.running() == 0);
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
     // The researcher's LLM calls fail 3 times, then answer.
     let llm = Arc::new(
@@ -428,6 +405,7 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
                     .error(MockError::http(503))
                     .times(3),
             )
+            .record()
             .build()
             .unwrap(),
     );
@@ -438,38 +416,49 @@ async fn a_role_whose_workers_keep_failing_waits_behind_its_breaker() {
     c.orchestrator.max_stalls = 100;
     c.orchestrator.role_breaker.failure_threshold = 2;
     c.orchestrator.role_breaker.reset_timeout = Duration::from_secs(1);
-    let troupe = troupe(llm, c).await;
+    let troupe = troupe(llm.clone(), c).await;
     let task = troupe.run("Anything").await.unwrap();
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let entries = troupe.progress(task.id).await.unwrap();
-    let attempts = |event: EventKind| -> Vec<(u32, chrono::DateTime<chrono::Utc>)> {
-        entries
-            .iter()
-            .filter(|e| {
-                e.event == event && e.subtask_id.as_ref().is_some_and(|s| s.as_str() == "s1")
-            })
-            .map(|e| (e.attempt.unwrap_or(0), e.at))
-            .collect()
-    };
-    let dispatched = attempts(EventKind::SubtaskDispatched);
-    let failed = attempts(EventKind::AttemptFailed);
-    assert_eq!(dispatched.len(), 4, "3 failures and the success");
-    // Attempts 1 and 2 fail 10–50 ms apart (the retry backoff); the second
-    // failure opens the role's circuit: attempt 3 (the trial) waits the reset time.
-    let gap = |later: chrono::DateTime<chrono::Utc>, earlier: chrono::DateTime<chrono::Utc>| {
-        (later - earlier).to_std().unwrap()
-    };
+    let dispatched = entries
+        .iter()
+        .filter(|e| {
+            e.event == EventKind::SubtaskDispatched
+                && e.subtask_id.as_ref().is_some_and(|s| s.as_str() == "s1")
+        })
+        .count();
+    assert_eq!(dispatched, 4, "3 failures and the success");
+    // The researcher's calls, in (paused) tokio time: attempts 1 and 2 fail
+    // the retry backoff apart (10–50 ms); the second failure opens the role's
+    // circuit, so attempt 3 (the trial) waits the reset time; it fails, the
+    // circuit opens again, and attempt 4 waits a full reset too.
+    let calls: Vec<_> = llm
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.meta()
+                .role
+                .as_ref()
+                .is_some_and(|r| r.as_str() == "researcher")
+        })
+        .collect();
+    assert_eq!(calls.len(), 4);
+    let gap = |i: usize| calls[i].started - calls[i - 1].finished;
     assert!(
-        gap(dispatched[1].1, failed[0].1) < Duration::from_millis(950),
-        "no wait before the circuit opened"
+        gap(1) < Duration::from_millis(100),
+        "no wait before the circuit opened: {:?}",
+        gap(1)
     );
     assert!(
-        gap(dispatched[2].1, failed[1].1) >= Duration::from_millis(950),
+        gap(2) >= Duration::from_secs(1),
         "the trial waited for the reset: {:?}",
-        gap(dispatched[2].1, failed[1].1)
+        gap(2)
     );
-    // The trial failed: open again, another full wait before attempt 4, which succeeds and closes it.
-    assert!(gap(dispatched[3].1, failed[2].1) >= Duration::from_millis(950));
+    assert!(
+        gap(3) >= Duration::from_secs(1),
+        "open again after the failed trial: {:?}",
+        gap(3)
+    );
     troupe.shutdown().await;
 }
 
@@ -641,7 +630,7 @@ fn flaky_store(every: u32, dies_after: u32) -> Arc<FlakyStore> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn store_and_bus_operations_that_fail_for_a_moment_are_retried() {
     let store = flaky_store(3, u32::MAX);
     let bus = Arc::new(FlakyBus {
@@ -689,7 +678,7 @@ async fn store_and_bus_operations_that_fail_for_a_moment_are_retried() {
     troupe.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_store_that_dies_fails_the_task_with_the_reason_instead_of_hanging() {
     let store = flaky_store(u32::MAX, 8);
     let troupe = troupe::Troupe::builder()

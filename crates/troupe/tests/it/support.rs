@@ -66,3 +66,22 @@ pub(crate) fn result_of<'a>(task: &'a TaskRecord, id: &str) -> &'a str {
         .and_then(|s| s.result.as_deref())
         .unwrap_or_default()
 }
+
+/// Follows `events` until an entry of `event` comes (for `subtask`, if
+/// given), and returns it; panics if the task ends first.
+pub(crate) async fn reached(
+    events: &mut troupe::TaskEvents,
+    event: EventKind,
+    subtask: Option<&str>,
+) -> ProgressEntry {
+    use futures::StreamExt as _;
+    while let Some(entry) = events.next().await {
+        let entry = entry.unwrap();
+        let about =
+            subtask.is_none_or(|s| entry.subtask_id.as_ref().is_some_and(|i| i.as_str() == s));
+        if entry.event == event && about {
+            return entry;
+        }
+    }
+    panic!("the task ended without a {event} entry");
+}

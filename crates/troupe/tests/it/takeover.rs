@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-
 use troupe::{Troupe, TroupeConfig};
 use troupe_core::AgentId;
 use troupe_core::bus::{Bus, MemoryBus};
@@ -13,7 +11,9 @@ use troupe_core::store::Stores;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_llm::mock::MockLlm;
 
-use crate::support::{config, count};
+use troupe_testkit::eventually;
+
+use crate::support::{config, count, reached};
 
 fn quick_leases() -> TroupeConfig {
     let mut c = config();
@@ -52,7 +52,7 @@ fn slow_work(ms: u64) -> MockLlm {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
     let bus = Arc::new(MemoryBus::default());
     let stores = Stores::memory();
@@ -79,30 +79,17 @@ async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
     .await;
     let handle = a.submit("Write a haiku about rust").await.unwrap();
     let id = handle.id();
-    let mut events = handle.events();
-    loop {
-        let e = events.next().await.unwrap().unwrap();
-        if e.event == EventKind::SubtaskDispatched {
-            break;
-        }
-    }
+    reached(&mut handle.events(), EventKind::SubtaskDispatched, None).await;
     // A stops: its driver gives the lease back, the task stays as stored.
     a.shutdown_now().await;
     let left = handle.wait().await.unwrap();
     assert_eq!(left.status, TaskStatus::Running);
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let task = loop {
+    let task = eventually("B finishes the task", Duration::from_secs(20), || async {
         let task = b.task(id).await.unwrap().unwrap();
-        if task.status.is_terminal() {
-            break task;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not finished: {task:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        task.status.is_terminal().then_some(task)
+    })
+    .await;
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let progress = b.progress(id).await.unwrap();
     let resumed: Vec<_> = progress
@@ -135,7 +122,7 @@ async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
     b.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_coordinator_whose_lease_is_taken_stops_and_writes_nothing_more() {
     let bus = Arc::new(MemoryBus::default());
     let stores = Stores::memory();
@@ -144,7 +131,7 @@ async fn a_coordinator_whose_lease_is_taken_stops_and_writes_nothing_more() {
     let a = coordinator(&bus, &stores, slow_work(400), off, true, "coordinator-a").await;
     let handle = a.submit("Write a haiku about rust").await.unwrap();
     let id = handle.id();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    reached(&mut handle.events(), EventKind::SubtaskStarted, None).await;
 
     // Another coordinator takes the task (as it would once A's lease lapsed
     // while A was cut off): here by releasing A's lease behind its back.
@@ -168,7 +155,11 @@ async fn a_coordinator_whose_lease_is_taken_stops_and_writes_nothing_more() {
         .expect("the driver stops within a renewal period")
         .unwrap();
     assert!(!left.status.is_terminal(), "{left:#?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A's workers go on with the attempts in hand and reply to an inbox that
+    // no driver reads: nothing they do may reach the task. The clock is
+    // paused: one virtual second is past their 400 ms calls and the handling
+    // of their replies, whatever the machine's load.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let stored = stores.tasks.get_task(id).await.unwrap().unwrap();
     assert!(!stored.status.is_terminal(), "{stored:#?}");
     let progress = a.progress(id).await.unwrap();
@@ -185,7 +176,7 @@ async fn a_coordinator_whose_lease_is_taken_stops_and_writes_nothing_more() {
     a.shutdown_now().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_running_task_is_checkpointed_with_the_driver_state() {
     let bus = Arc::new(MemoryBus::default());
     let stores = Stores::memory();
@@ -204,9 +195,7 @@ async fn a_running_task_is_checkpointed_with_the_driver_state() {
         .unwrap();
     let id = handle.id();
     // The plan takes 200 ms; the status change to running is checkpointed.
-    while stores.tasks.get_task(id).await.unwrap().unwrap().status != TaskStatus::Running {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reached(&mut handle.events(), EventKind::PlanAccepted, None).await;
     let checkpoint = stores
         .checkpoints
         .latest_checkpoint(id)

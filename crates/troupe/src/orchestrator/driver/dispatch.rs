@@ -115,6 +115,7 @@ impl Driver {
         for send in sends {
             self.publish(send).await?;
         }
+        crash_point!("driver::dispatched");
         Ok(())
     }
 

@@ -13,6 +13,20 @@
 //! failed subtask may be tried again) and [`journal`] (every write, fenced,
 //! with the progress steps, checkpoints and tokens that go with it).
 
+/// A named point where a test can make this coordinator crash (feature
+/// `failpoints`, configured with `fail::cfg(NAME, "1*return")`): the driver
+/// stops there at once, writing nothing more and keeping its lease, as if
+/// its process had died. The names: `driver::planned` (a plan was stored),
+/// `driver::dispatched` (subtasks were stored as dispatched and published),
+/// `driver::result_stored` (a worker's result was stored, not yet acknowledged),
+/// `driver::ending` (the answer is written, the task's end not yet stored).
+macro_rules! crash_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |_| Err(End::Crashed));
+    };
+}
+
 mod answer;
 mod attempts;
 mod dispatch;
@@ -54,6 +68,9 @@ enum End {
     /// Another coordinator took the task (this one's lease lapsed): leave it
     /// to them, writing nothing more.
     Lost,
+    /// A test crashed the coordinator at a failure point (`crash_point!`).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+    Crashed,
 }
 
 impl From<StoreError> for End {
@@ -200,7 +217,15 @@ impl Driver {
                 self.attempts.supersede_all();
                 return self.ledger.into_record();
             }
+            Err(End::Crashed) => {
+                tracing::error!("crashed at a failure point; the lease lapses by itself");
+                return self.ledger.into_record();
+            }
         };
+        if let Err(End::Crashed) = self.before_end() {
+            tracing::error!("crashed at a failure point before storing the end");
+            return self.ledger.into_record();
+        }
         // The recorder logs the end with its reason; the span gets the status.
         if status == TaskStatus::Failed {
             tracing::Span::current().record("otel.status_code", "ERROR");
@@ -233,6 +258,7 @@ impl Driver {
             self.set_status(TaskStatus::Planning, Some(note)).await?;
             let plan = self.ask_plan(None).await?;
             self.install(plan).await?;
+            crash_point!("driver::planned");
         } else if self.ledger.record().status != TaskStatus::Running {
             self.set_status(TaskStatus::Running, None).await?;
         }
@@ -260,6 +286,12 @@ impl Driver {
             self.replan_if_stalled().await?;
         }
         self.synthesize().await
+    }
+
+    /// The failure point before the task's end is stored.
+    fn before_end(&self) -> Result<(), End> {
+        crash_point!("driver::ending");
+        Ok(())
     }
 
     async fn wait(&mut self) -> Wake {

@@ -40,7 +40,11 @@ impl Driver {
             Some(id) => self.attempts.span(id),
             None => tracing::Span::none(),
         };
-        let acked = match self.apply_reply(&delivery).instrument(span).await? {
+        let verdict = self.apply_reply(&delivery).instrument(span).await?;
+        if delivery.envelope.kind == MessageKind::TaskResult {
+            crash_point!("driver::result_stored");
+        }
+        let acked = match verdict {
             Verdict::Applied => delivery.ack().await,
             Verdict::Unusable(reason) => {
                 tracing::warn!(message_id = %delivery.envelope.id, %reason, "unusable reply set aside");
