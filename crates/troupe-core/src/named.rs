@@ -7,7 +7,8 @@ macro_rules! named_enum {
     ($($ty:ty),+) => {$(
         impl ::std::fmt::Display for $ty {
             fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
+                // `pad`, so that widths and alignment (`{:<20}`) apply.
+                f.pad(self.as_str())
             }
         }
 

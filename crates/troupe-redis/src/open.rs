@@ -23,6 +23,9 @@ pub struct BusOptions {
     /// For `rediss://`: a PEM file with the certificate of the authority that
     /// signed the server's (a private CA), trusted instead of the system's roots.
     pub tls_ca_file: Option<PathBuf>,
+    /// For Redis: what every key starts with (`troupe:` otherwise), so that
+    /// several deployments or applications can share one Redis apart.
+    pub key_prefix: Option<String>,
 }
 
 /// Opens the bus `url` names: `memory` (this process only) or a Redis at
@@ -58,6 +61,9 @@ pub async fn open_url(url: &str, options: &BusOptions) -> Result<Arc<dyn Bus>, B
         }
         if let Some(n) = options.max_deliveries {
             config.max_deliveries = n;
+        }
+        if let Some(prefix) = &options.key_prefix {
+            config.key_prefix.clone_from(prefix);
         }
         if let Some(path) = &options.tls_ca_file {
             let pem = std::fs::read_to_string(path).map_err(|e| {

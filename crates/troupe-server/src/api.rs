@@ -35,6 +35,22 @@ pub struct ApiState {
     pub metrics: Option<Metrics>,
 }
 
+impl ApiState {
+    /// The task API of `troupe`, without `/metrics`.
+    pub fn new(troupe: Troupe) -> Self {
+        Self {
+            troupe: Some(troupe),
+            metrics: None,
+        }
+    }
+
+    /// The same, with `/metrics` served from `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+}
+
 /// The whole API: the task routes when `state.troupe` is set, `/healthz`
 /// always, `/metrics` when `state.metrics` is set.
 ///

@@ -31,10 +31,7 @@ const POLLS: u32 = 200;
 
 /// Your application: its own routes, and Troupe's API for `troupe`.
 fn app(troupe: Troupe) -> Router {
-    let api = troupe_server::router(ApiState {
-        troupe: Some(troupe),
-        metrics: None,
-    });
+    let api = troupe_server::router(ApiState::new(troupe));
     Router::new()
         .route("/hello", get(|| async { "hello from my app" }))
         .merge(api)

@@ -96,6 +96,9 @@ pub(crate) struct BusSettings {
     /// signed the server's certificate (a private CA), trusted instead of the
     /// system's roots.
     tls_ca_file: Option<std::path::PathBuf>,
+    /// What every Redis key starts with (`troupe:` by default): deployments
+    /// sharing one Redis need different prefixes.
+    key_prefix: Option<String>,
 }
 
 impl BusSettings {
@@ -105,6 +108,7 @@ impl BusSettings {
             visibility_timeout: self.visibility_timeout,
             max_deliveries: self.max_deliveries,
             tls_ca_file: self.tls_ca_file.clone(),
+            key_prefix: self.key_prefix.clone(),
         }
     }
 

@@ -85,7 +85,7 @@ impl WorkerService {
     /// Joins `role`'s consumer group on `bus` and starts taking its subtasks,
     /// up to `concurrency` at once.
     pub async fn start(
-        bus: Arc<dyn Bus>,
+        bus: impl Bus + 'static,
         role: RoleInfo,
         worker: Arc<dyn Worker>,
         config: &TroupeConfig,
@@ -98,7 +98,7 @@ impl WorkerService {
             ));
         }
         // The registry is asked of the bus as given; subtasks go through the wrapped one.
-        let given = bus;
+        let given: Arc<dyn Bus> = Arc::new(bus);
         let bus = wrap_bus(given.clone(), config);
         let agent = AgentId::unique(role.role.as_str());
         let busy = Arc::new(AtomicU32::new(0));
