@@ -62,6 +62,25 @@ impl Llms {
             .fallback_llms(self.fallbacks.iter().map(OpenedLlm::provider))
     }
 
+    /// Starts a runtime on these providers, `bus`, `stores` and `config`,
+    /// hosting the built-in workers if `host_workers`.
+    pub(crate) async fn runtime(
+        &self,
+        bus: Arc<dyn Bus>,
+        stores: Stores,
+        config: TroupeConfig,
+        host_workers: bool,
+    ) -> anyhow::Result<Troupe> {
+        Ok(self
+            .builder()
+            .bus(bus)
+            .host_workers(host_workers)
+            .stores(stores)
+            .config(config)
+            .build()
+            .await?)
+    }
+
     /// The providers, primary first, for a runtime built by hand.
     pub(crate) fn providers(&self) -> (Arc<dyn LlmProvider>, Vec<Arc<dyn LlmProvider>>) {
         (

@@ -129,14 +129,7 @@ pub(crate) async fn bench(args: BenchArgs, mut settings: Settings) -> anyhow::Re
     let stores = backend::stores(&store_url, &settings).await?;
     let bus_label = bus.name().to_owned();
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
-    let troupe = llms
-        .builder()
-        .bus(bus)
-        .host_workers(host_workers)
-        .stores(stores)
-        .config(config)
-        .build()
-        .await?;
+    let troupe = llms.runtime(bus, stores, config, host_workers).await?;
 
     let warmup = args.warmup.unwrap_or((args.tasks / 10).min(500));
     if warmup > 0 {

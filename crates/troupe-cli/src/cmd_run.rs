@@ -26,14 +26,7 @@ pub(crate) async fn run(args: RunArgs, settings: Settings) -> anyhow::Result<i32
     // One goal (or one benchmark) in this process: leave other coordinators' tasks alone.
     config.coordinator.takeover = false;
     let metrics = cmd_serve::expose_metrics(args.metrics_addr.as_deref()).await?;
-    let troupe = llms
-        .builder()
-        .bus(bus)
-        .host_workers(host_workers)
-        .stores(stores)
-        .config(config)
-        .build()
-        .await?;
+    let troupe = llms.runtime(bus, stores, config, host_workers).await?;
 
     let started = Instant::now();
     let handle = troupe.submit(args.goal).await?;

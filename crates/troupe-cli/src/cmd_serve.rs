@@ -68,14 +68,7 @@ pub(crate) async fn serve(args: ServeArgs, settings: Settings) -> anyhow::Result
     let llms = Llms::start(&settings).await?;
     let stores = backend::stores(settings.store_url(), &settings).await?;
     let config = llms.config(&settings);
-    let troupe = llms
-        .builder()
-        .bus(bus)
-        .host_workers(host_workers)
-        .stores(stores)
-        .config(config)
-        .build()
-        .await?;
+    let troupe = llms.runtime(bus, stores, config, host_workers).await?;
     let state = ApiState {
         troupe: Some(troupe.clone()),
         metrics: Some(metrics),

@@ -1,51 +1,24 @@
 //! What an operator sees of a run: JSON log lines with the task's ids and
 //! every lifecycle event, no secret in any log, and the whole task as one
-//! trace in an OTLP receiver.
+//! trace in an OTLP receiver. What they run against (the fake servers, the
+//! log and span readers) is in `support`.
 
 // Test code: a failed expectation is meant to panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "observability/support.rs"]
+mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Output;
-use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
 use serde_json::{Value, json};
-
-fn troupe(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    common::run(dir, args, env)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// The JSON log lines on stderr; every line must be one.
-fn log_lines(out: &Output) -> Vec<Value> {
-    text(&out.stderr)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
-/// The fields of the span named `name` among a line's spans.
-fn span<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
-    line["spans"].as_array()?.iter().find(|s| s["name"] == name)
-}
+use support::{
+    FakeOpenAi, attr_int, attr_str, completions, log_lines, span, start, text, traced_run, troupe,
+};
 
 #[test]
 fn json_logs_carry_the_ids_and_every_lifecycle_event() {
@@ -234,54 +207,6 @@ fn the_production_default_logs_nothing_for_a_good_run() {
     assert_eq!(log_lines(&out), Vec::<Value>::new());
 }
 
-/// A chat-completions endpoint that wants `key`: anything else gets a 401
-/// that echoes the key it was sent, as some providers do.
-#[derive(Clone)]
-struct FakeOpenAi {
-    key: String,
-}
-
-async fn completions(
-    State(fake): State<FakeOpenAi>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    let sent = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    if sent != fake.key {
-        let error = json!({"error": {"message": format!("Incorrect API key provided: {sent}"),
-                                     "type": "invalid_request_error", "code": "invalid_api_key"}});
-        return (StatusCode::UNAUTHORIZED, axum::Json(error)).into_response();
-    }
-    let request: Value = serde_json::from_slice(&body).unwrap();
-    let content = if request["response_format"]["type"] == "json_schema" {
-        json!({"facts": [], "subtasks": [
-            {"id": "s1", "role": "writer", "title": "Write", "instruction": "Write it", "depends_on": []}
-        ]})
-        .to_string()
-    } else {
-        "Rust never sleeps; the borrow checker keeps watch.".to_owned()
-    };
-    axum::Json(json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake-1",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-    }))
-    .into_response()
-}
-
-async fn start(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_api_key_ever_reaches_the_logs() {
     const KEY: &str = "sk-test-4f9a1c0e7b2d48a6b3e5f7091a2c4d6e";
@@ -327,88 +252,6 @@ async fn no_api_key_ever_reaches_the_logs() {
     let all = format!("{}{}", text(&bad.stderr), text(&bad.stdout));
     assert!(all.contains("refused the credentials"), "{all}");
     assert!(!all.contains(WRONG), "the echoed key is redacted: {all}");
-}
-
-/// An OTLP/HTTP receiver keeping every span it is sent.
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-async fn traces(State(receiver): State<Receiver>, body: Bytes) -> impl IntoResponse {
-    match ExportTraceServiceRequest::decode(body) {
-        Ok(request) => {
-            let mut spans = receiver.spans.lock().unwrap();
-            for resource in request.resource_spans {
-                for scope in resource.scope_spans {
-                    spans.extend(scope.spans);
-                }
-            }
-            (
-                StatusCode::OK,
-                [("content-type", "application/x-protobuf")],
-                Vec::new(),
-            )
-        }
-        Err(_) => (
-            StatusCode::BAD_REQUEST,
-            [("content-type", "text/plain")],
-            b"not an ExportTraceServiceRequest".to_vec(),
-        ),
-    }
-}
-
-fn attr(span: &Span, key: &str) -> Option<AnyValue> {
-    span.attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.clone())
-}
-
-fn attr_str(span: &Span, key: &str) -> Option<String> {
-    match attr(span, key)? {
-        AnyValue::StringValue(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn attr_int(span: &Span, key: &str) -> Option<i64> {
-    match attr(span, key)? {
-        AnyValue::IntValue(i) => Some(i),
-        _ => None,
-    }
-}
-
-/// Runs `troupe run` (with `extra` arguments before the goal) exporting to
-/// a receiver; returns the run's document and every span it exported.
-async fn traced_run(extra: &[&str]) -> (Value, Vec<Span>) {
-    let receiver = Receiver::default();
-    let addr = start(
-        Router::new()
-            .route("/v1/traces", post(traces))
-            .with_state(receiver.clone()),
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_owned();
-    let endpoint = format!("http://{addr}");
-    let mut args: Vec<String> = ["run", "--store", "memory", "--json"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    args.push("Write a haiku about rust".to_owned());
-    let out = tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        troupe(&path, &args, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])
-    })
-    .await
-    .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    // The process flushed its spans before exiting.
-    let spans = receiver.spans.lock().unwrap().clone();
-    (serde_json::from_slice(&out.stdout).unwrap(), spans)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

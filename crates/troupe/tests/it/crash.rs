@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{config, count, ended};
 use troupe::{Troupe, TroupeConfig};
 use troupe_core::AgentId;
 use troupe_core::bus::MemoryBus;
@@ -15,9 +16,6 @@ use troupe_core::ledger::EventKind;
 use troupe_core::store::Stores;
 use troupe_core::task::{SubtaskStatus, TaskRecord, TaskStatus};
 use troupe_llm::mock::MockLlm;
-use troupe_testkit::eventually;
-
-use crate::support::{config, count};
 
 fn quick_leases() -> TroupeConfig {
     let mut c = config();
@@ -46,15 +44,6 @@ async fn pair(bus: &Arc<MemoryBus>, stores: &Stores) -> (Troupe, Troupe) {
     (a, b)
 }
 
-/// Waits for B to end the task; returns its ledger.
-async fn finished_by(b: &Troupe, task: troupe_core::TaskId) -> TaskRecord {
-    eventually("the task ends", Duration::from_secs(30), || async {
-        let record = b.task(task).await.unwrap().unwrap();
-        record.status.is_terminal().then_some(record)
-    })
-    .await
-}
-
 /// Runs a goal on A with the failure point `point` set to crash once, and
 /// returns the task as B finished it, with its progress ledger.
 async fn crash_at(point: &str) -> (TaskRecord, Vec<troupe_core::ledger::ProgressEntry>) {
@@ -68,7 +57,7 @@ async fn crash_at(point: &str) -> (TaskRecord, Vec<troupe_core::ledger::Progress
     // A's driver stops at the point, leaving the task as stored.
     let left = handle.wait().await.unwrap();
     assert!(!left.status.is_terminal(), "A ended the task: {left:#?}");
-    let task = finished_by(&b, id).await;
+    let task = ended(&b, id).await;
     let progress = b.progress(id).await.unwrap();
     a.shutdown().await;
     b.shutdown().await;

@@ -4,9 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod crash;
+mod faults;
+mod flaky_runs;
 mod flow;
+mod messages;
 mod persistence;
 mod recovery;
+mod replanning;
 mod resilience;
 mod support;
 mod takeover;

@@ -85,3 +85,13 @@ pub(crate) async fn reached(
     }
     panic!("the task ended without a {event} entry");
 }
+
+/// Waits until `troupe`'s store has task `id` ended (whichever coordinator
+/// ends it) and returns its ledger.
+pub(crate) async fn ended(troupe: &Troupe, id: troupe_core::TaskId) -> TaskRecord {
+    troupe_testkit::eventually("the task ends", Duration::from_secs(30), || async {
+        let record = troupe.task(id).await.unwrap().unwrap();
+        record.status.is_terminal().then_some(record)
+    })
+    .await
+}

@@ -11,9 +11,7 @@ use troupe_core::store::Stores;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_llm::mock::MockLlm;
 
-use troupe_testkit::eventually;
-
-use crate::support::{config, count, reached};
+use crate::support::{config, count, ended, reached};
 
 fn quick_leases() -> TroupeConfig {
     let mut c = config();
@@ -85,11 +83,7 @@ async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
     let left = handle.wait().await.unwrap();
     assert_eq!(left.status, TaskStatus::Running);
 
-    let task = eventually("B finishes the task", Duration::from_secs(20), || async {
-        let task = b.task(id).await.unwrap().unwrap();
-        task.status.is_terminal().then_some(task)
-    })
-    .await;
+    let task = ended(&b, id).await;
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let progress = b.progress(id).await.unwrap();
     let resumed: Vec<_> = progress

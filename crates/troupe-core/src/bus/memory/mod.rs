@@ -10,6 +10,10 @@
 //!
 //! Requeued dead letters go to the back of their group's queue with a fresh
 //! delivery count. The worker registry is a [`WorkerTable`] in the bus.
+//!
+//! This module holds the bus, its subscriptions and acknowledgements; the
+//! optional capabilities (dead letters, worker registry, queue depth) are in
+//! `capabilities`.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +28,12 @@ use tokio::time::Instant;
 use super::registry::WorkerTable;
 use super::{
     Acknowledger, Bus, BusError, DeadLetter, DeadLetters, Delivery, QueueDepth, Subscription,
-    WorkerInfo, WorkerRegistry,
+    WorkerRegistry,
 };
 use crate::envelope::Envelope;
-use crate::ids::{AgentId, MessageId};
+use crate::ids::AgentId;
+
+mod capabilities;
 
 /// Settings of a [`MemoryBus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,77 +237,6 @@ impl Bus for MemoryBus {
     }
 }
 
-#[async_trait]
-impl DeadLetters for MemoryBus {
-    async fn list(&self, topic: &str) -> Result<Vec<DeadLetter>, BusError> {
-        let topics = lock(&self.shared.topics);
-        Ok(topics
-            .get(topic)
-            .map(|t| lock(&t.dead).iter().cloned().collect())
-            .unwrap_or_default())
-    }
-
-    async fn requeue(&self, topic: &str, ids: Option<&[MessageId]>) -> Result<usize, BusError> {
-        let mut topics = lock(&self.shared.topics);
-        let Some(state) = topics.get_mut(topic) else {
-            return Ok(0);
-        };
-        // Take the chosen letters out first and release the dead-letter lock:
-        // a group's state is locked before the dead letters everywhere else.
-        let chosen: Vec<DeadLetter> = {
-            let mut dead = lock(&state.dead);
-            let (chosen, kept): (VecDeque<_>, VecDeque<_>) = dead
-                .drain(..)
-                .partition(|d| ids.is_none_or(|ids| ids.contains(&d.envelope.id)));
-            *dead = kept;
-            chosen.into()
-        };
-        let requeued = chosen.len();
-        for letter in chosen {
-            let envelope = Arc::new(letter.envelope);
-            match state.groups.get(&letter.group) {
-                Some(group) => {
-                    lock(&group.state).ready.push_back(Queued {
-                        envelope,
-                        deliveries: 0,
-                    });
-                    group.notify.notify_one();
-                }
-                // Groups are never removed, so this is a letter from a bus
-                // state we did not make; the next new group takes it.
-                None => state.backlog.push_back(envelope),
-            }
-        }
-        Ok(requeued)
-    }
-}
-
-#[async_trait]
-impl WorkerRegistry for MemoryBus {
-    async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<(), BusError> {
-        self.shared.workers.refresh(info, ttl)
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, BusError> {
-        Ok(self.shared.workers.live())
-    }
-}
-
-#[async_trait]
-impl QueueDepth for MemoryBus {
-    async fn depth(&self, topic: &str) -> Result<u64, BusError> {
-        let topics = lock(&self.shared.topics);
-        let waiting = topics.get(topic).map_or(0, |t| {
-            t.backlog.len()
-                + t.groups
-                    .values()
-                    .map(|g| lock(&g.state).ready.len())
-                    .sum::<usize>()
-        });
-        Ok(u64::try_from(waiting).unwrap_or(u64::MAX))
-    }
-}
-
 struct MemorySubscription {
     group: Arc<Group>,
     shared: Arc<Shared>,
@@ -456,75 +391,4 @@ impl Acknowledger for MemoryAck {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::envelope::{MessageKind, Progress};
-
-    fn msg(n: u32) -> Envelope {
-        let from = AgentId::new("t-1").unwrap();
-        let mut e = Envelope::new(MessageKind::Progress, from, "x", &Progress::Started).unwrap();
-        e.attempt = Some(n);
-        e
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_unacked_message_comes_back_after_the_visibility_timeout() {
-        let bus = MemoryBus::new(MemoryBusConfig {
-            visibility_timeout: Duration::from_secs(10),
-            max_deliveries: 2,
-            ..MemoryBusConfig::default()
-        });
-        let me = AgentId::new("c-1").unwrap();
-        let mut sub = bus.subscribe("t", "g", &me).await.unwrap();
-        bus.publish("t", msg(1)).await.unwrap();
-        let first = sub.next().await.unwrap();
-        let started = Instant::now();
-        let second = sub.next().await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_secs(10));
-        assert_eq!(second.envelope.id, first.envelope.id);
-        assert_eq!(second.delivery_count, 2);
-        // A late ack of the first delivery does not remove the second.
-        first.ack().await.unwrap();
-        assert_eq!(bus.list("t").await.unwrap().len(), 0);
-        tokio::time::advance(Duration::from_secs(11)).await;
-        bus.publish("t", msg(2)).await.unwrap();
-        let third = sub.next().await.unwrap();
-        assert_eq!(third.envelope.attempt, Some(2));
-        let dead = bus.list("t").await.unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].deliveries, 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn extend_keeps_a_message_invisible() {
-        let bus = MemoryBus::new(MemoryBusConfig {
-            visibility_timeout: Duration::from_secs(10),
-            ..MemoryBusConfig::default()
-        });
-        let me = AgentId::new("c-1").unwrap();
-        let mut sub = bus.subscribe("t", "g", &me).await.unwrap();
-        bus.publish("t", msg(1)).await.unwrap();
-        let d = sub.next().await.unwrap();
-        tokio::time::advance(Duration::from_secs(8)).await;
-        d.extend().await.unwrap();
-        tokio::time::advance(Duration::from_secs(8)).await;
-        let waited = tokio::time::timeout(Duration::from_secs(1), sub.next()).await;
-        assert!(waited.is_err(), "redelivered while extended");
-        d.ack().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_refuses_more() {
-        let bus = MemoryBus::new(MemoryBusConfig {
-            max_queue_len: 2,
-            ..MemoryBusConfig::default()
-        });
-        bus.publish("t", msg(1)).await.unwrap();
-        bus.publish("t", msg(2)).await.unwrap();
-        let err = bus.publish("t", msg(3)).await.unwrap_err();
-        assert!(err.is_retryable());
-        let me = AgentId::new("c-1").unwrap();
-        let _sub = bus.subscribe("t", "g", &me).await.unwrap();
-        assert_eq!(bus.queue_len("t", "g"), 2);
-    }
-}
+mod tests;
