@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{config, count, ended};
+use crate::support::{config, count, ended, resumed_once_by};
 use troupe::{Troupe, TroupeConfig};
 use troupe_core::AgentId;
 use troupe_core::bus::MemoryBus;
@@ -67,17 +67,7 @@ async fn crash_at(point: &str) -> (TaskRecord, Vec<troupe_core::ledger::Progress
 
 /// The steps B took after it resumed the task, and there was exactly one resume, by B.
 fn resumed_by_b(progress: &[troupe_core::ledger::ProgressEntry]) {
-    let resumed: Vec<_> = progress
-        .iter()
-        .filter(|e| e.event == EventKind::TaskResumed)
-        .collect();
-    assert_eq!(resumed.len(), 1, "{progress:#?}");
-    assert_eq!(resumed[0].agent.as_str(), "coordinator-b");
-    assert!(
-        resumed[0].detail.contains("lease epoch 2"),
-        "{}",
-        resumed[0].detail
-    );
+    resumed_once_by(progress, "coordinator-b");
     assert_eq!(count(progress, EventKind::TaskCompleted), 1);
     assert!(progress.windows(2).all(|w| w[1].step == w[0].step + 1));
 }

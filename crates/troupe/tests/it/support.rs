@@ -95,3 +95,18 @@ pub(crate) async fn ended(troupe: &Troupe, id: troupe_core::TaskId) -> TaskRecor
     })
     .await
 }
+
+/// Checks that the task was taken over once, by `agent`, under lease epoch 2.
+pub(crate) fn resumed_once_by(progress: &[ProgressEntry], agent: &str) {
+    let resumed: Vec<_> = progress
+        .iter()
+        .filter(|e| e.event == EventKind::TaskResumed)
+        .collect();
+    assert_eq!(resumed.len(), 1, "{progress:#?}");
+    assert_eq!(resumed[0].agent.as_str(), agent);
+    assert!(
+        resumed[0].detail.contains("lease epoch 2"),
+        "{}",
+        resumed[0].detail
+    );
+}

@@ -11,7 +11,7 @@ use troupe_core::store::Stores;
 use troupe_core::task::{SubtaskStatus, TaskStatus};
 use troupe_llm::mock::MockLlm;
 
-use crate::support::{config, count, ended, reached};
+use crate::support::{config, count, ended, reached, resumed_once_by};
 
 fn quick_leases() -> TroupeConfig {
     let mut c = config();
@@ -86,17 +86,7 @@ async fn a_task_given_back_at_shutdown_is_finished_by_another_coordinator() {
     let task = ended(&b, id).await;
     assert_eq!(task.status, TaskStatus::Completed, "{:?}", task.error);
     let progress = b.progress(id).await.unwrap();
-    let resumed: Vec<_> = progress
-        .iter()
-        .filter(|e| e.event == EventKind::TaskResumed)
-        .collect();
-    assert_eq!(resumed.len(), 1, "{progress:#?}");
-    assert_eq!(resumed[0].agent.as_str(), "coordinator-b");
-    assert!(
-        resumed[0].detail.contains("lease epoch 2"),
-        "{}",
-        resumed[0].detail
-    );
+    resumed_once_by(&progress, "coordinator-b");
     // The attempt A had in flight was failed for a retry (not a stall) and sent again.
     let first = progress
         .iter()
