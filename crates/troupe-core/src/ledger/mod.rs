@@ -16,6 +16,7 @@ mod state;
 pub use change::{Applied, ChangeFields, SubtaskChange};
 pub use document::Ledgers;
 pub use progress::{
-    EventKind, MAX_DETAIL_CHARS, NewProgressEntry, ProgressEntry, StepData, clip, usage_by_agent,
+    EventKind, MAX_DETAIL_CHARS, NewProgressEntry, PlannedSubtask, ProgressEntry, StepData, clip,
+    usage_by_agent,
 };
 pub use state::{LedgerError, TaskLedger};

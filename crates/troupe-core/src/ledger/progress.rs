@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{AgentId, SubtaskId, TaskId};
-use crate::plan::PlanSubtask;
+use crate::role::Role;
 use crate::task::Usage;
 
 /// The longest `detail` kept in a progress entry; longer text is clipped.
@@ -117,8 +117,7 @@ crate::named::named_enum!(EventKind);
 /// ```
 /// use troupe_core::ledger::StepData;
 ///
-/// let json = r#"{"kind":"plan","revision":0,"subtasks":[
-///     {"id":"s1","role":"writer","title":"Draft","instruction":"Write it","depends_on":[]}]}"#;
+/// let json = r#"{"kind":"plan","revision":0,"subtasks":[{"id":"s1","role":"writer","title":"Draft"}]}"#;
 /// let data: StepData = serde_json::from_str(json).unwrap();
 /// let StepData::Plan { subtasks, .. } = &data else { unreachable!() };
 /// assert_eq!(subtasks[0].role.as_str(), "writer");
@@ -131,9 +130,24 @@ pub enum StepData {
     Plan {
         /// Its revision (0 for the first plan).
         revision: u32,
-        /// Its subtasks, in plan order.
-        subtasks: Vec<PlanSubtask>,
+        /// Its subtasks, in plan order (their instructions are in the task ledger).
+        subtasks: Vec<PlannedSubtask>,
     },
+}
+
+/// A subtask as a plan names it: enough to draw the plan and follow it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedSubtask {
+    /// Its id.
+    pub id: SubtaskId,
+    /// The role that does it.
+    pub role: Role,
+    /// Its title.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
+    /// The subtasks whose results it needs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<SubtaskId>,
 }
 
 /// One step in the progress ledger.

@@ -45,8 +45,11 @@ impl Recorder {
     ) -> Result<ProgressEntry, StoreError> {
         let stored = self.progress.append(entry).await?;
         emit(StepStored(&stored));
-        // Nobody listening is fine; a lagging listener misses entries, the store has them all.
-        let _ = self.events.send(stored.clone());
+        // A lagging listener misses entries (it reads them from the store);
+        // with nobody listening, the entry is not even copied.
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(stored.clone());
+        }
         Ok(stored)
     }
 

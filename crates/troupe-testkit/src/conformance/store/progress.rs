@@ -3,8 +3,7 @@
 //! coming back as it was written.
 
 use futures::future::join_all;
-use troupe_core::ledger::{EventKind, NewProgressEntry, StepData};
-use troupe_core::plan::PlanSubtask;
+use troupe_core::ledger::{EventKind, NewProgressEntry, PlannedSubtask, StepData};
 use troupe_core::store::{StoreError, Stores};
 use troupe_core::task::Usage;
 use troupe_core::{Role, TaskId};
@@ -107,13 +106,20 @@ impl StoreSuite {
         stores.tasks.create_task(&task).await.unwrap();
         let plan = StepData::Plan {
             revision: 2,
-            subtasks: vec![PlanSubtask {
-                id: sid("s1"),
-                role: Role::new("writer").unwrap(),
-                title: "Draft — 草稿 ✓".into(),
-                instruction: "Write \"it\"\nin two lines".into(),
-                depends_on: vec![sid("s0")],
-            }],
+            subtasks: vec![
+                PlannedSubtask {
+                    id: sid("s0"),
+                    role: Role::new("researcher").unwrap(),
+                    title: String::new(),
+                    depends_on: Vec::new(),
+                },
+                PlannedSubtask {
+                    id: sid("s1"),
+                    role: Role::new("writer").unwrap(),
+                    title: "Draft \"it\" — 草稿 ✓".into(),
+                    depends_on: vec![sid("s0")],
+                },
+            ],
         };
         let with = NewProgressEntry::task(task.id, &agent(), EventKind::PlanAccepted, "plan")
             .with_data(plan.clone());

@@ -257,15 +257,17 @@ impl Journal {
         Ok(())
     }
 
-    /// Counts a turn of the run loop (a reply or a timer handled), and
-    /// checkpoints `state` every `coordinator.checkpoint_every` turns.
-    pub(super) async fn turn_done(&mut self, state: &DriverState) -> Result<(), StoreError> {
+    /// Counts a turn of the run loop (a reply or a timer handled); true
+    /// when a checkpoint is due (every `coordinator.checkpoint_every` turns).
+    pub(super) fn turn_done(&mut self) -> bool {
         self.turns += 1;
-        if self.turns >= self.shared.config.coordinator.checkpoint_every {
-            let checkpoint = self.take_checkpoint(state)?;
-            save(&self.shared, checkpoint.as_ref()).await?;
-        }
-        Ok(())
+        self.turns >= self.shared.config.coordinator.checkpoint_every
+    }
+
+    /// Checkpoints the driver's `state` now (counting turns afresh).
+    pub(super) async fn checkpoint(&mut self, state: &DriverState) -> Result<(), StoreError> {
+        let checkpoint = self.take_checkpoint(state)?;
+        save(&self.shared, checkpoint.as_ref()).await
     }
 
     /// The checkpoint of `state` now, if the driver holds a lease (and so has

@@ -281,8 +281,10 @@ impl Driver {
                 Wake::Reply(d) => self.on_reply(*d).await?,
                 Wake::Timer => self.on_timer().await?,
             }
-            let state = self.state();
-            self.journal.turn_done(&state).await?;
+            if self.journal.turn_done() {
+                let state = self.state();
+                self.journal.checkpoint(&state).await?;
+            }
             self.replan_if_stalled().await?;
         }
         self.synthesize().await

@@ -5,7 +5,7 @@ use super::super::planner::PlanAsk;
 use super::journal::Step;
 use super::{Driver, End};
 use troupe_core::SubtaskId;
-use troupe_core::ledger::{EventKind, StepData};
+use troupe_core::ledger::{EventKind, PlannedSubtask, StepData};
 use troupe_core::plan::{Decision, Plan, PlanContext, ProgressEvaluation};
 use troupe_core::task::{TaskStatus, Usage};
 
@@ -69,7 +69,16 @@ impl Driver {
         let detail = format!("plan revision {revision}: {}", steps.join(", "));
         let data = StepData::Plan {
             revision,
-            subtasks: plan.subtasks.clone(),
+            subtasks: plan
+                .subtasks
+                .iter()
+                .map(|s| PlannedSubtask {
+                    id: s.id.clone(),
+                    role: s.role.clone(),
+                    title: s.title.clone(),
+                    depends_on: s.depends_on.clone(),
+                })
+                .collect(),
         };
         let step = Step::task(EventKind::PlanAccepted, detail).with_data(data);
         if self.ledger.record().status == TaskStatus::Running {
