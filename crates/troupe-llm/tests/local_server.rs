@@ -170,24 +170,19 @@ async fn a_server_killed_mid_request_is_a_retryable_error_and_a_restart_recovers
 
     // A caller that retries with backoff gets its answer once the server is back.
     let restarted = tokio::spawn(async move { start(paths, Some(port)).await.0 });
-    let mut last = e;
-    let mut answer = None;
-    for _ in 0..60 {
-        match client.complete(ask("Say OK.", 4)).await {
-            Ok(reply) => {
-                answer = Some(reply);
-                break;
+    let reply = troupe_testkit::eventually(
+        "an answer after the restart",
+        Duration::from_secs(15),
+        || async {
+            match client.complete(ask("Say OK.", 4)).await {
+                Ok(reply) => Some(reply),
+                Err(e) if e.is_retryable() => None,
+                Err(e) => panic!("a permanent error after the restart: {e:?}"),
             }
-            Err(e) if e.is_retryable() => {
-                last = e;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => panic!("a permanent error after the restart: {e:?}"),
-        }
-    }
+        },
+    )
+    .await;
     let server = restarted.await.unwrap();
-    let reply =
-        answer.unwrap_or_else(|| panic!("no answer after the restart; last error {last:?}"));
     assert!(!reply.content.is_empty());
     server.stop().await;
 }
